@@ -1,0 +1,305 @@
+//! [`Decision`] → `CheckResponse`. The only place that writes Envoy's response types.
+//!
+//! Envoy decides on the gRPC status code, not on the oneof (STACK-NOTES §3), so code 0
+//! always goes with `OkResponse` and code 7 (`PERMISSION_DENIED`) with `DeniedResponse`.
+//! Deny bodies are generic: an error word and the decision id, never a reason, a policy id
+//! or a score.
+
+use crate::decision::{Decision, DenyReason, Verdict};
+use crate::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+};
+use crate::pb::envoy::r#type::v3::HttpStatus;
+use crate::pb::envoy::service::auth::v3::{
+    check_response::HttpResponse, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use crate::pb::google::rpc::Status as RpcStatus;
+use prost_types::value::Kind;
+
+const GRPC_OK: i32 = 0;
+const GRPC_PERMISSION_DENIED: i32 = 7;
+
+/// Answer settings that do not change per request.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerSettings {
+    /// `acr_values` for the RFC 9470 step-up challenge, when step-up is shown by `acr`.
+    pub step_up_acr: Option<String>,
+}
+
+fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.into(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn string_value(s: impl Into<String>) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(Kind::StringValue(s.into())),
+    }
+}
+
+/// Dynamic metadata for Envoy's access log (operator-facing, never sent to the client).
+fn dynamic_metadata(d: &Decision) -> prost_types::Struct {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("decision_id".to_owned(), string_value(&d.id));
+    fields.insert("decision".to_owned(), string_value(d.verdict.label()));
+    fields.insert(
+        "status".to_owned(),
+        prost_types::Value {
+            kind: Some(Kind::NumberValue(f64::from(d.verdict.http_status()))),
+        },
+    );
+    fields.insert("band".to_owned(), string_value(d.band.as_str()));
+    fields.insert(
+        "enforced".to_owned(),
+        prost_types::Value {
+            kind: Some(Kind::BoolValue(d.enforced)),
+        },
+    );
+    if let Some(r) = &d.risk {
+        fields.insert(
+            "score".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::NumberValue(r.score)),
+            },
+        );
+        fields.insert("recommendation".to_owned(), string_value(r.recommendation));
+    }
+    prost_types::Struct { fields }
+}
+
+/// Headers the upstream gets on allow.
+fn upstream_headers(d: &Decision) -> Vec<HeaderValueOption> {
+    let mut headers = vec![
+        header("x-risk-band", d.band.as_str()),
+        header("x-riskgate-decision-id", &d.id),
+        header(
+            "x-riskgate-principal",
+            d.principal.as_deref().unwrap_or("Anonymous"),
+        ),
+    ];
+    match &d.risk {
+        Some(r) => {
+            headers.push(header("x-risk-score", format!("{}", r.score)));
+            headers.push(header("x-risk-recommendation", r.recommendation));
+        }
+        None => headers.push(header("x-risk-recommendation", "NONE")),
+    }
+    headers
+}
+
+fn allow(d: &Decision) -> CheckResponse {
+    let set = upstream_headers(d);
+    // Names riskgate sets are overwritten, so they need no removal (and removing them
+    // could race with setting them, depending on Envoy's order of application).
+    let headers_to_remove = d
+        .strip_headers
+        .iter()
+        .filter(|name| {
+            !set.iter()
+                .any(|h| h.header.as_ref().is_some_and(|h| h.key == **name))
+        })
+        .cloned()
+        .collect();
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: GRPC_OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: set,
+            headers_to_remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(dynamic_metadata(d)),
+    }
+}
+
+fn deny(d: &Decision, reason: &DenyReason, settings: &AnswerSettings) -> CheckResponse {
+    let status = reason.http_status();
+    let error = match status {
+        401 => "unauthorized",
+        503 => "unavailable",
+        _ => "forbidden",
+    };
+    let body = serde_json::json!({ "error": error, "decision_id": d.id }).to_string();
+    let mut headers = vec![
+        header("content-type", "application/json"),
+        header("x-riskgate-decision-id", &d.id),
+        header("cache-control", "no-store"),
+    ];
+    match reason {
+        DenyReason::ActionTokenRequired => headers.push(header("x-risk-challenge", "action_token")),
+        DenyReason::StepUpRequired { challenge } => {
+            headers.push(header("x-risk-challenge", challenge.as_str()));
+            // RFC 9470 (OAuth 2.0 Step Up Authentication Challenge).
+            let mut www = "Bearer error=\"insufficient_user_authentication\"".to_owned();
+            if let Some(acr) = &settings.step_up_acr {
+                www.push_str(&format!(", acr_values=\"{acr}\""));
+            }
+            headers.push(header("www-authenticate", www));
+        }
+        DenyReason::RiskUnavailable { retry_after_s } => {
+            headers.push(header("retry-after", retry_after_s.to_string()));
+        }
+        _ => {}
+    }
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: GRPC_PERMISSION_DENIED,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(status),
+            }),
+            headers,
+            body,
+        })),
+        dynamic_metadata: Some(dynamic_metadata(d)),
+    }
+}
+
+/// The CheckResponse for a decision (allow in dry-run, whatever the verdict).
+pub fn to_check_response(d: &Decision, settings: &AnswerSettings) -> CheckResponse {
+    match d.answered() {
+        Verdict::Allow => allow(d),
+        Verdict::Deny(reason) => deny(d, &reason, settings),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::RiskFacts;
+    use crate::risk::Band;
+
+    fn denied(resp: &CheckResponse) -> Option<&DeniedHttpResponse> {
+        match &resp.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn header_value<'a>(headers: &'a [HeaderValueOption], key: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == key)
+            .map(|h| h.value.as_str())
+    }
+
+    #[test]
+    fn deny_body_is_generic() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::PolicyDeny);
+        d.policies = vec!["secret-policy-id".into()];
+        d.risk = Some(RiskFacts {
+            score: 91.5,
+            recommendation: "DENY",
+            reasons: vec!["BEHAVIOR_BOT".into()],
+            action_id: "act".into(),
+            action_type: "withdraw".into(),
+            cache_hit: false,
+        });
+        let resp = to_check_response(&d, &AnswerSettings::default());
+        assert_eq!(resp.status.as_ref().map(|s| s.code), Some(7));
+        let denied = denied(&resp);
+        assert_eq!(
+            denied.and_then(|x| x.status.as_ref()).map(|s| s.code),
+            Some(403)
+        );
+        let body = denied.map(|x| x.body.clone()).unwrap_or_default();
+        assert!(body.contains(&d.id));
+        for leak in [
+            "secret-policy-id",
+            "91.5",
+            "BEHAVIOR_BOT",
+            "policy_deny",
+            "DENY",
+        ] {
+            assert!(!body.contains(leak), "{leak} leaked in {body}");
+        }
+    }
+
+    #[test]
+    fn step_up_is_401_with_challenge_headers() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::StepUpRequired {
+            challenge: "email_otp".into(),
+        });
+        let resp = to_check_response(&d, &AnswerSettings::default());
+        let denied = denied(&resp);
+        assert_eq!(
+            denied.and_then(|x| x.status.as_ref()).map(|s| s.code),
+            Some(401)
+        );
+        let headers = denied.map(|x| x.headers.as_slice()).unwrap_or_default();
+        assert_eq!(header_value(headers, "x-risk-challenge"), Some("email_otp"));
+        assert!(header_value(headers, "www-authenticate")
+            .is_some_and(|v| v.contains("insufficient_user_authentication")));
+    }
+
+    #[test]
+    fn outage_closed_is_503_with_retry_after() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::RiskUnavailable { retry_after_s: 7 });
+        let resp = to_check_response(&d, &AnswerSettings::default());
+        let denied = denied(&resp);
+        assert_eq!(
+            denied.and_then(|x| x.status.as_ref()).map(|s| s.code),
+            Some(503)
+        );
+        let headers = denied.map(|x| x.headers.as_slice()).unwrap_or_default();
+        assert_eq!(header_value(headers, "retry-after"), Some("7"));
+    }
+
+    #[test]
+    fn allow_sets_risk_headers_and_strips_the_rest() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Allow;
+        d.band = Band::Low;
+        d.principal = Some("User::\"u1\"".into());
+        d.strip_headers = vec!["x-risk-score".into(), "x-user-id".into()];
+        d.risk = Some(RiskFacts {
+            score: 12.0,
+            recommendation: "ALLOW",
+            reasons: vec![],
+            action_id: "a".into(),
+            action_type: "withdraw".into(),
+            cache_hit: false,
+        });
+        let resp = to_check_response(&d, &AnswerSettings::default());
+        assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0));
+        let Some(HttpResponse::OkResponse(ok)) = &resp.http_response else {
+            panic!("expected ok response");
+        };
+        assert_eq!(header_value(&ok.headers, "x-risk-score"), Some("12"));
+        assert_eq!(header_value(&ok.headers, "x-risk-band"), Some("low"));
+        assert_eq!(
+            header_value(&ok.headers, "x-riskgate-principal"),
+            Some("User::\"u1\"")
+        );
+        assert_eq!(ok.headers_to_remove, vec!["x-user-id".to_string()]);
+    }
+
+    #[test]
+    fn dry_run_answers_ok_for_a_deny() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::PolicyDeny);
+        d.enforced = false;
+        let resp = to_check_response(&d, &AnswerSettings::default());
+        assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0));
+        let meta = resp.dynamic_metadata.unwrap_or_default();
+        assert_eq!(
+            meta.fields.get("decision").and_then(|v| v.kind.clone()),
+            Some(Kind::StringValue("policy_deny".into()))
+        );
+    }
+}

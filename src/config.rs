@@ -1,0 +1,384 @@
+//! Typed configuration: one YAML file, overridable by `RISKGATE_*` environment variables
+//! and CLI flags, fully validated before any listener binds.
+//!
+//! Unknown fields are rejected (`deny_unknown_fields`) so a typo fails start-up with a
+//! message naming the field instead of silently falling back to a default.
+
+mod identity;
+mod risk;
+mod routes;
+
+pub use identity::{
+    IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
+};
+pub use risk::{
+    BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
+};
+pub use routes::{DefaultAnswer, HostConfig, ResourceSpec, RiskMode, RouteConfig};
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, always naming the field or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML did not parse into the typed config (unknown field, wrong type, ...).
+    #[error("invalid config file `{path}`: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the field and its line.
+        message: String,
+    },
+    /// A field parsed but its value is not acceptable.
+    #[error("invalid config field `{field}`: {message}")]
+    Field {
+        /// Dotted path of the field, e.g. `risk.bands.high_from`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Shorthand for a field error.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole riskgate configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening addresses.
+    #[serde(default)]
+    pub listen: Listen,
+    /// `enforce` answers what it decides; `dry_run` always answers 200 but logs and
+    /// counts what it would have answered (for mesh roll-outs).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Where the Cedar schema, policies and entities live.
+    pub policies: PolicyPaths,
+    /// How the principal is established from verified identity.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Request headers always removed before the request reaches the upstream on allow.
+    /// A trailing `*` matches a prefix. Names are case-insensitive. Default:
+    /// `x-user-id`, `x-jwt-payload`, `x-risk-*`, `x-riskgate-*` and the action-token header.
+    #[serde(default)]
+    pub strip_headers: Option<Vec<String>>,
+    /// The risk recommendation API; absent means no route may require risk.
+    #[serde(default)]
+    pub risk: Option<RiskConfig>,
+    /// Method + path (+ host) → Cedar action and resource.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Per-host settings: default answer, CORS preflight.
+    #[serde(default)]
+    pub hosts: Vec<HostConfig>,
+    /// Answer when no route matches and the host has no default of its own.
+    #[serde(default)]
+    pub default: DefaultAnswer,
+}
+
+/// gRPC and admin listening addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// ext_authz gRPC (Check, health, reflection).
+    #[serde(default = "default_grpc_addr")]
+    pub grpc: SocketAddr,
+    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`.
+    #[serde(default = "default_admin_addr")]
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            grpc: default_grpc_addr(),
+            admin: default_admin_addr(),
+        }
+    }
+}
+
+/// Enforcement mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Answer what is decided.
+    #[default]
+    Enforce,
+    /// Answer 200 always; log and count the answer that enforcement would have given.
+    DryRun,
+}
+
+/// Locations of the Cedar inputs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPaths {
+    /// Directory holding `*.cedar` files.
+    pub dir: PathBuf,
+    /// The Cedar schema (`.cedarschema`).
+    pub schema: PathBuf,
+    /// Entities JSON (e.g. which user owns which account); optional.
+    #[serde(default)]
+    pub entities: Option<PathBuf>,
+}
+
+fn default_grpc_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9001))
+}
+
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9002))
+}
+
+impl Config {
+    /// Lower-cased strip patterns in force: the configured list, or the default list plus
+    /// the action-token header (a credential for the risk API the upstream has no use for).
+    pub fn effective_strip_headers(&self) -> Vec<String> {
+        let list: Vec<String> = match &self.strip_headers {
+            Some(list) => list.clone(),
+            None => {
+                let mut list: Vec<String> =
+                    ["x-user-id", "x-jwt-payload", "x-risk-*", "x-riskgate-*"]
+                        .into_iter()
+                        .map(String::from)
+                        .collect();
+                if let Some(risk) = &self.risk {
+                    list.push(risk.token_header.clone());
+                }
+                list
+            }
+        };
+        list.iter().map(|h| h.to_ascii_lowercase()).collect()
+    }
+}
+
+impl Config {
+    /// Reads, parses, applies environment overrides and validates a config file.
+    /// Relative policy paths are resolved against the config file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        if let Some(base) = path.parent() {
+            config.resolve_paths(base);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses YAML text (no env overrides, no path resolution, no validation).
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies `RISKGATE_*` overrides read through `lookup` (injectable for tests).
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = lookup("RISKGATE_GRPC_LISTEN") {
+            self.listen.grpc = parse_addr("RISKGATE_GRPC_LISTEN", &v)?;
+        }
+        if let Some(v) = lookup("RISKGATE_ADMIN_LISTEN") {
+            self.listen.admin = parse_addr("RISKGATE_ADMIN_LISTEN", &v)?;
+        }
+        if let Some(v) = lookup("RISKGATE_MODE") {
+            self.mode = match v.as_str() {
+                "enforce" => Mode::Enforce,
+                "dry_run" => Mode::DryRun,
+                _ => {
+                    return Err(ConfigError::field(
+                        "RISKGATE_MODE",
+                        format!("expected `enforce` or `dry_run`, got `{v}`"),
+                    ))
+                }
+            };
+        }
+        if let Some(risk) = self.risk.as_mut() {
+            risk.apply_env(&lookup)?;
+        }
+        Ok(())
+    }
+
+    /// Makes relative file paths relative to `base` (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.policies.dir);
+        fix(&mut self.policies.schema);
+        if let Some(e) = self.policies.entities.as_mut() {
+            fix(e);
+        }
+        if let Some(risk) = self.risk.as_mut() {
+            if let Some(f) = risk.client_secret_file.as_mut() {
+                fix(f);
+            }
+        }
+    }
+
+    /// Checks values that parse but make no sense, naming the field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, pattern) in self.strip_headers.iter().flatten().enumerate() {
+            if pattern.is_empty() || pattern[..pattern.len() - 1].contains('*') {
+                return Err(ConfigError::field(
+                    format!("strip_headers[{i}]"),
+                    format!("`{pattern}` must be a header name, optionally ending in `*`"),
+                ));
+            }
+        }
+        self.identity.validate()?;
+        if let Some(risk) = &self.risk {
+            risk.validate()?;
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(&format!("routes[{i}]"))?;
+            if route.risk != RiskMode::Off && self.risk.is_none() {
+                return Err(ConfigError::field(
+                    format!("routes[{i}].risk"),
+                    "route asks for risk but the config has no `risk` section (set `risk: off`)",
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            if !seen.insert(host.host.to_ascii_lowercase()) {
+                return Err(ConfigError::field(
+                    format!("hosts[{i}].host"),
+                    format!("host `{}` is listed twice", host.host),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| ConfigError::field(field, format!("`{value}` is not a socket address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "policies: { dir: p, schema: p/s.cedarschema }\n";
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() -> Result<(), ConfigError> {
+        let config = Config::from_yaml(MINIMAL)?;
+        config.validate()?;
+        assert_eq!(config.mode, Mode::Enforce);
+        assert_eq!(config.default, DefaultAnswer::Deny);
+        assert!(config
+            .effective_strip_headers()
+            .iter()
+            .any(|h| h == "x-risk-*"));
+        assert!(config.risk.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Config::from_yaml(&format!("{MINIMAL}modee: dry_run\n"));
+        let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("modee"), "{msg}");
+    }
+
+    #[test]
+    fn nested_unknown_field_is_named() {
+        let yaml = format!("{MINIMAL}risk: {{ region: us, client_id: x, budgett_ms: 5 }}\n");
+        let msg = Config::from_yaml(&yaml)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("budgett_ms"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let yaml = format!("{MINIMAL}listen: {{ grpc: not-an-address }}\n");
+        assert!(Config::from_yaml(&yaml).is_err());
+    }
+
+    #[test]
+    fn env_overrides_mode_and_listen() -> Result<(), ConfigError> {
+        let mut config = Config::from_yaml(MINIMAL)?;
+        config.apply_env(|name| match name {
+            "RISKGATE_MODE" => Some("dry_run".into()),
+            "RISKGATE_GRPC_LISTEN" => Some("127.0.0.1:1234".into()),
+            _ => None,
+        })?;
+        assert_eq!(config.mode, Mode::DryRun);
+        assert_eq!(config.listen.grpc.port(), 1234);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() -> Result<(), ConfigError> {
+        let mut config = Config::from_yaml(MINIMAL)?;
+        let err = config.apply_env(|name| (name == "RISKGATE_MODE").then(|| "loud".into()));
+        let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("RISKGATE_MODE"), "{msg}");
+        Ok(())
+    }
+
+    #[test]
+    fn risk_route_without_risk_section_is_rejected() -> Result<(), ConfigError> {
+        let yaml = format!(
+            "{MINIMAL}routes: [{{ method: GET, path: /a, action: view_balance, risk: required, resource: {{ type: Application, id: bank }} }}]\n"
+        );
+        let msg = Config::from_yaml(&yaml)?
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("routes[0].risk"), "{msg}");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_strip_pattern_is_rejected() -> Result<(), ConfigError> {
+        let yaml = format!("{MINIMAL}strip_headers: [\"x-*-id\"]\n");
+        let msg = Config::from_yaml(&yaml)?
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("strip_headers[0]"), "{msg}");
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! Identity configuration: where a verified principal comes from.
+
+use super::ConfigError;
+use serde::Deserialize;
+
+/// How riskgate learns who the caller is. Only sources written by the proxy after
+/// verification count: Envoy's `jwt_authn` metadata, or a header the config explicitly
+/// names as proxy-written (Istio's `outputPayloadToHeader`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Envoy `jwt_authn` `payload_in_metadata`, read from the Check's `metadata_context`.
+    #[serde(default = "default_jwt_metadata")]
+    pub jwt_metadata: Option<JwtMetadataSource>,
+    /// A request header written by the proxy after verification. Off by default: a client
+    /// could send any header, so it is only trusted when configured.
+    #[serde(default)]
+    pub trusted_header: Option<TrustedHeader>,
+    /// The claim holding the principal id.
+    #[serde(default = "default_claim")]
+    pub claim: String,
+    /// JWT claims copied onto the principal entity as attributes (the schema must declare them).
+    #[serde(default)]
+    pub claims_as_attributes: Vec<String>,
+    /// How a completed step-up (MFA) shows in the claims, to satisfy a CHALLENGE.
+    #[serde(default)]
+    pub step_up: Option<StepUpConfig>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            jwt_metadata: default_jwt_metadata(),
+            trusted_header: None,
+            claim: default_claim(),
+            claims_as_attributes: Vec::new(),
+            step_up: None,
+        }
+    }
+}
+
+/// Location of the verified JWT payload in `metadata_context.filter_metadata`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtMetadataSource {
+    /// Filter namespace, normally `envoy.filters.http.jwt_authn`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// `payload_in_metadata` name (Istio sets it to the issuer).
+    #[serde(default = "default_key")]
+    pub key: String,
+}
+
+/// A proxy-written identity header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedHeader {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// What the header carries.
+    #[serde(default)]
+    pub format: TrustedHeaderFormat,
+}
+
+/// Encoding of a trusted identity header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustedHeaderFormat {
+    /// A base64url-encoded JWT payload (Envoy `forward_payload_header`, Istio `outputPayloadToHeader`).
+    #[default]
+    JwtPayload,
+    /// The principal id itself.
+    Plain,
+}
+
+/// A claim that proves step-up authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpConfig {
+    /// Claim name, e.g. `amr` or `acr`.
+    pub claim: String,
+    /// Value the claim must equal, or contain when it is an array.
+    pub contains: String,
+}
+
+fn default_jwt_metadata() -> Option<JwtMetadataSource> {
+    Some(JwtMetadataSource {
+        namespace: default_namespace(),
+        key: default_key(),
+    })
+}
+
+fn default_namespace() -> String {
+    "envoy.filters.http.jwt_authn".into()
+}
+
+fn default_key() -> String {
+    "jwt_payload".into()
+}
+
+fn default_claim() -> String {
+    "sub".into()
+}
+
+impl IdentityConfig {
+    /// Field-level checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.claim.is_empty() {
+            return Err(ConfigError::field("identity.claim", "must not be empty"));
+        }
+        if let Some(h) = &self.trusted_header {
+            if h.name.is_empty() || h.name.contains(char::is_whitespace) {
+                return Err(ConfigError::field(
+                    "identity.trusted_header.name",
+                    "must be a header name",
+                ));
+            }
+        }
+        if let Some(s) = &self.step_up {
+            if s.claim.is_empty() || s.contains.is_empty() {
+                return Err(ConfigError::field(
+                    "identity.step_up",
+                    "`claim` and `contains` must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

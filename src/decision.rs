@@ -1,0 +1,299 @@
+//! What riskgate decided, and why — one vocabulary shared by the answer, the audit log and
+//! the metrics. A denial is a normal answer, never an error.
+
+use crate::canonical::NonCanonical;
+use crate::risk::{Band, BindingViolation};
+use std::time::Duration;
+
+/// The outcome of one Check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the request.
+    Allow,
+    /// Answer the client directly.
+    Deny(DenyReason),
+}
+
+/// Why a request is not forwarded. Each reason has exactly one HTTP status (DESIGN §1.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The CheckRequest lacks what is needed (no method, no path, bad parameter).
+    Malformed(&'static str),
+    /// `..`, `//`, encoded separators, bad percent-encoding.
+    NonCanonicalPath(NonCanonical),
+    /// `x-http-method-override` and kin.
+    MethodOverride,
+    /// No route and the default is deny.
+    NoRoute,
+    /// A verified identity source was present but unusable.
+    BadIdentity,
+    /// The route requires risk but no action token came: run the SDK and retry.
+    ActionTokenRequired,
+    /// The risk API rejected the token (4xx), or the token is malformed.
+    TokenRejected,
+    /// The recommendation does not fit this request.
+    Binding(BindingViolation),
+    /// The recommendation is DENY.
+    RiskDeny,
+    /// The score is in the high band.
+    RiskHigh,
+    /// Cedar denied.
+    PolicyDeny,
+    /// The request could not be put to Cedar (entity or context off-schema).
+    PolicyError,
+    /// Cedar allowed but the recommendation is CHALLENGE and no step-up is shown.
+    StepUpRequired {
+        /// `challenge_type` from the API, or the configured default.
+        challenge: String,
+    },
+    /// Risk API outage under fail mode `closed`.
+    RiskUnavailable {
+        /// Seconds for `retry-after`.
+        retry_after_s: u32,
+    },
+}
+
+/// Outcome class for metrics (`riskgate_decisions_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeClass {
+    /// 200.
+    Allow,
+    /// 403.
+    Deny,
+    /// 401.
+    Challenge,
+    /// 503.
+    Error,
+}
+
+impl OutcomeClass {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Allow => "allow",
+            OutcomeClass::Deny => "deny",
+            OutcomeClass::Challenge => "challenge",
+            OutcomeClass::Error => "error",
+        }
+    }
+}
+
+impl DenyReason {
+    /// The HTTP status the client gets.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DenyReason::ActionTokenRequired | DenyReason::StepUpRequired { .. } => 401,
+            DenyReason::RiskUnavailable { .. } => 503,
+            _ => 403,
+        }
+    }
+
+    /// Bounded label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DenyReason::Malformed(_) => "malformed_request",
+            DenyReason::NonCanonicalPath(_) => "non_canonical_path",
+            DenyReason::MethodOverride => "method_override",
+            DenyReason::NoRoute => "no_route",
+            DenyReason::BadIdentity => "bad_identity",
+            DenyReason::ActionTokenRequired => "action_token_required",
+            DenyReason::TokenRejected => "token_rejected",
+            DenyReason::Binding(v) => match v {
+                BindingViolation::ActionType => "binding_action_type",
+                BindingViolation::UserMismatch => "binding_user_mismatch",
+                BindingViolation::MissingUser => "binding_missing_user",
+                BindingViolation::Stale => "binding_stale",
+                BindingViolation::UsedUp => "binding_used_up",
+            },
+            DenyReason::RiskDeny => "risk_deny",
+            DenyReason::RiskHigh => "risk_high",
+            DenyReason::PolicyDeny => "policy_deny",
+            DenyReason::PolicyError => "policy_error",
+            DenyReason::StepUpRequired { .. } => "step_up_required",
+            DenyReason::RiskUnavailable { .. } => "risk_unavailable",
+        }
+    }
+
+    /// Outcome class.
+    pub fn class(&self) -> OutcomeClass {
+        match self.http_status() {
+            401 => OutcomeClass::Challenge,
+            503 => OutcomeClass::Error,
+            _ => OutcomeClass::Deny,
+        }
+    }
+}
+
+impl Verdict {
+    /// HTTP status of the answer this verdict gives when enforced.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Verdict::Allow => 200,
+            Verdict::Deny(r) => r.http_status(),
+        }
+    }
+
+    /// Outcome class.
+    pub fn class(&self) -> OutcomeClass {
+        match self {
+            Verdict::Allow => OutcomeClass::Allow,
+            Verdict::Deny(r) => r.class(),
+        }
+    }
+
+    /// Label: `allow` or the deny reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny(r) => r.label(),
+        }
+    }
+}
+
+/// What riskgate learned about risk for this request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskFacts {
+    /// Score 0–100 as the API gave it.
+    pub score: f64,
+    /// `TRUST`/`ALLOW`/`CHALLENGE`/`DENY`.
+    pub recommendation: &'static str,
+    /// Reason codes.
+    pub reasons: Vec<String>,
+    /// `context.action_id`.
+    pub action_id: String,
+    /// `context.action_type`.
+    pub action_type: String,
+    /// Served from the cache.
+    pub cache_hit: bool,
+}
+
+/// Time spent per stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Waiting for the risk API (or the cache).
+    pub risk: Duration,
+    /// Cedar evaluation.
+    pub cedar: Duration,
+    /// The whole decision.
+    pub total: Duration,
+}
+
+/// One decision with everything the answer, the audit line and the metrics need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Decision id: in the deny body, the audit line and dynamic metadata.
+    pub id: String,
+    /// What enforcement decides.
+    pub verdict: Verdict,
+    /// False in dry-run: the client gets 200 whatever the verdict.
+    pub enforced: bool,
+    /// Matched route label.
+    pub route: Option<String>,
+    /// Principal label (`User::"u1"`, `Anonymous`).
+    pub principal: Option<String>,
+    /// Cedar action id.
+    pub action: Option<String>,
+    /// Resource label (`Account::"a1"`).
+    pub resource: Option<String>,
+    /// Band used for the decision.
+    pub band: Band,
+    /// Risk facts when a recommendation was obtained.
+    pub risk: Option<RiskFacts>,
+    /// Fail mode applied because of a risk API outage, with the outage cause.
+    pub fail_mode: Option<(&'static str, &'static str)>,
+    /// Policies that determined Cedar's answer.
+    pub policies: Vec<String>,
+    /// Latency split.
+    pub timings: Timings,
+    /// Request headers to remove before forwarding (on allow).
+    pub strip_headers: Vec<String>,
+    /// The request id, for correlation.
+    pub request_id: Option<String>,
+}
+
+impl Decision {
+    /// A fresh decision shell with a random id; the verdict starts as deny (no route).
+    pub fn new(request_id: Option<String>) -> Decision {
+        Decision {
+            id: new_decision_id(),
+            verdict: Verdict::Deny(DenyReason::NoRoute),
+            enforced: true,
+            route: None,
+            principal: None,
+            action: None,
+            resource: None,
+            band: Band::Unassessed,
+            risk: None,
+            fail_mode: None,
+            policies: Vec::new(),
+            timings: Timings::default(),
+            strip_headers: Vec::new(),
+            request_id,
+        }
+    }
+
+    /// The verdict the client actually gets (allow in dry-run).
+    pub fn answered(&self) -> Verdict {
+        if self.enforced {
+            self.verdict.clone()
+        } else {
+            Verdict::Allow
+        }
+    }
+}
+
+/// 128 random bits, hex.
+fn new_decision_id() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_design_table() {
+        assert_eq!(DenyReason::ActionTokenRequired.http_status(), 401);
+        assert_eq!(
+            DenyReason::StepUpRequired {
+                challenge: "x".into()
+            }
+            .http_status(),
+            401
+        );
+        assert_eq!(
+            DenyReason::RiskUnavailable { retry_after_s: 5 }.http_status(),
+            503
+        );
+        for r in [
+            DenyReason::Malformed("x"),
+            DenyReason::MethodOverride,
+            DenyReason::NoRoute,
+            DenyReason::TokenRejected,
+            DenyReason::Binding(BindingViolation::UsedUp),
+            DenyReason::RiskDeny,
+            DenyReason::RiskHigh,
+            DenyReason::PolicyDeny,
+        ] {
+            assert_eq!(r.http_status(), 403, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn dry_run_answers_allow_but_keeps_the_verdict() {
+        let mut d = Decision::new(None);
+        d.enforced = false;
+        assert_eq!(d.answered(), Verdict::Allow);
+        assert_eq!(d.verdict.label(), "no_route");
+    }
+
+    #[test]
+    fn decision_ids_are_unique_hex() {
+        let a = Decision::new(None).id;
+        let b = Decision::new(None).id;
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,242 @@
+//! Who is asking: the principal, from verified identity only.
+//!
+//! Sources, in order: the `jwt_authn` payload Envoy put in `metadata_context` (it verified
+//! the JWT), then a header the config names as proxy-written (Istio's
+//! `outputPayloadToHeader`). Anything else — a client-sent `x-user-id`, an unconfigured
+//! header — is ignored, and the caller is `Anonymous`.
+
+use crate::config::{IdentityConfig, TrustedHeaderFormat};
+use crate::request::AccessRequest;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+/// The caller as far as riskgate can verify.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    /// A verified user, with the verified claims.
+    User {
+        /// Principal id (the configured claim).
+        id: String,
+        /// All verified claims (attributes and step-up are read from here).
+        claims: Map<String, Value>,
+    },
+    /// No verified identity.
+    Anonymous,
+}
+
+impl Principal {
+    /// The user id, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Principal::User { id, .. } => Some(id),
+            Principal::Anonymous => None,
+        }
+    }
+
+    /// Label for logs and the `x-riskgate-principal` header.
+    pub fn label(&self) -> String {
+        match self {
+            Principal::User { id, .. } => format!("User::{id:?}"),
+            Principal::Anonymous => "Anonymous".to_owned(),
+        }
+    }
+}
+
+/// A verified identity source that is present but unusable. The request is denied:
+/// falling back to anonymous could hide a misconfigured proxy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The payload has no usable principal claim.
+    #[error("verified payload has no string claim `{0}`")]
+    MissingClaim(String),
+    /// The trusted header is not base64url JSON.
+    #[error("trusted identity header `{0}` is not a base64url JSON object")]
+    BadHeader(String),
+}
+
+/// Establishes the principal for one request.
+pub fn principal(config: &IdentityConfig, req: &AccessRequest) -> Result<Principal, IdentityError> {
+    if let Some(src) = &config.jwt_metadata {
+        let payload = req
+            .metadata
+            .get(&src.namespace)
+            .and_then(|ns| ns.get(&src.key))
+            .and_then(Value::as_object);
+        if let Some(claims) = payload {
+            return user_from_claims(config, claims.clone());
+        }
+    }
+    if let Some(h) = &config.trusted_header {
+        if let Some(value) = req.header(&h.name.to_ascii_lowercase()) {
+            return match h.format {
+                TrustedHeaderFormat::Plain if !value.trim().is_empty() => Ok(Principal::User {
+                    id: value.trim().to_owned(),
+                    claims: Map::new(),
+                }),
+                TrustedHeaderFormat::Plain => {
+                    Err(IdentityError::MissingClaim(config.claim.clone()))
+                }
+                TrustedHeaderFormat::JwtPayload => {
+                    let claims = decode_payload(value)
+                        .ok_or_else(|| IdentityError::BadHeader(h.name.clone()))?;
+                    user_from_claims(config, claims)
+                }
+            };
+        }
+    }
+    Ok(Principal::Anonymous)
+}
+
+fn user_from_claims(
+    config: &IdentityConfig,
+    claims: Map<String, Value>,
+) -> Result<Principal, IdentityError> {
+    match claims.get(&config.claim).and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => Ok(Principal::User {
+            id: id.to_owned(),
+            claims,
+        }),
+        _ => Err(IdentityError::MissingClaim(config.claim.clone())),
+    }
+}
+
+/// Decodes a base64url (padded or not) JSON object, as Envoy and Istio forward JWT payloads.
+fn decode_payload(value: &str) -> Option<Map<String, Value>> {
+    let trimmed = value.trim().trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Whether the verified claims show a completed step-up (e.g. `amr` contains `mfa`).
+pub fn step_up_done(config: &IdentityConfig, principal: &Principal) -> bool {
+    let (Some(step_up), Principal::User { claims, .. }) = (&config.step_up, principal) else {
+        return false;
+    };
+    match claims.get(&step_up.claim) {
+        Some(Value::String(s)) => *s == step_up.contains,
+        Some(Value::Array(items)) => items
+            .iter()
+            .any(|v| v.as_str() == Some(step_up.contains.as_str())),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StepUpConfig, TrustedHeader};
+    use serde_json::json;
+
+    fn with_metadata(payload: Value) -> AccessRequest {
+        let mut req = AccessRequest::new("GET", "/");
+        let mut ns = Map::new();
+        ns.insert("jwt_payload".into(), payload);
+        req.metadata
+            .insert("envoy.filters.http.jwt_authn".into(), ns);
+        req
+    }
+
+    fn b64(v: &Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn principal_from_jwt_metadata() {
+        let req = with_metadata(json!({"sub": "u1", "amr": ["pwd"]}));
+        let p = principal(&IdentityConfig::default(), &req);
+        assert_eq!(p.as_ref().ok().and_then(Principal::user_id), Some("u1"));
+    }
+
+    #[test]
+    fn metadata_without_claim_is_an_error_not_anonymous() {
+        let req = with_metadata(json!({"email": "a@b"}));
+        let p = principal(&IdentityConfig::default(), &req);
+        assert_eq!(p, Err(IdentityError::MissingClaim("sub".into())));
+    }
+
+    #[test]
+    fn no_identity_is_anonymous() {
+        let req = AccessRequest::new("GET", "/");
+        assert_eq!(
+            principal(&IdentityConfig::default(), &req),
+            Ok(Principal::Anonymous)
+        );
+    }
+
+    #[test]
+    fn forged_header_is_ignored_when_untrusted() {
+        let mut req = AccessRequest::new("GET", "/");
+        req.headers.insert("x-user-id".into(), "u2".into());
+        req.headers
+            .insert("x-jwt-payload".into(), b64(&json!({"sub": "u2"})));
+        assert_eq!(
+            principal(&IdentityConfig::default(), &req),
+            Ok(Principal::Anonymous)
+        );
+    }
+
+    #[test]
+    fn trusted_payload_header_is_used_when_configured() {
+        let config = IdentityConfig {
+            trusted_header: Some(TrustedHeader {
+                name: "X-JWT-Payload".into(),
+                format: TrustedHeaderFormat::JwtPayload,
+            }),
+            ..IdentityConfig::default()
+        };
+        let mut req = AccessRequest::new("GET", "/");
+        req.headers
+            .insert("x-jwt-payload".into(), b64(&json!({"sub": "u3"})));
+        let p = principal(&config, &req);
+        assert_eq!(p.as_ref().ok().and_then(Principal::user_id), Some("u3"));
+
+        req.headers.insert("x-jwt-payload".into(), "%%%".into());
+        assert!(matches!(
+            principal(&config, &req),
+            Err(IdentityError::BadHeader(_))
+        ));
+    }
+
+    #[test]
+    fn metadata_wins_over_trusted_header() {
+        let config = IdentityConfig {
+            trusted_header: Some(TrustedHeader {
+                name: "x-user-id".into(),
+                format: TrustedHeaderFormat::Plain,
+            }),
+            ..IdentityConfig::default()
+        };
+        let mut req = with_metadata(json!({"sub": "u1"}));
+        req.headers.insert("x-user-id".into(), "u2".into());
+        let p = principal(&config, &req);
+        assert_eq!(p.as_ref().ok().and_then(Principal::user_id), Some("u1"));
+    }
+
+    #[test]
+    fn step_up_reads_string_or_array_claims() {
+        let config = IdentityConfig {
+            step_up: Some(StepUpConfig {
+                claim: "amr".into(),
+                contains: "mfa".into(),
+            }),
+            ..IdentityConfig::default()
+        };
+        let user = |amr: Value| {
+            let mut claims = Map::new();
+            claims.insert("amr".into(), amr);
+            Principal::User {
+                id: "u1".into(),
+                claims,
+            }
+        };
+        assert!(step_up_done(&config, &user(json!(["pwd", "mfa"]))));
+        assert!(step_up_done(&config, &user(json!("mfa"))));
+        assert!(!step_up_done(&config, &user(json!(["pwd"]))));
+        assert!(!step_up_done(&config, &Principal::Anonymous));
+    }
+}

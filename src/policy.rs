@@ -1,0 +1,15 @@
+//! Cedar: loading, validating and evaluating the policy set.
+//!
+//! The entity model of the shipped example (see `policies/schema.cedarschema`):
+//!
+//! ```text
+//! User ──owner──◄ Account          Anonymous (no verified identity)
+//! Application (login)              actions: login, view_balance, list_transactions ∈ read
+//!                                           withdraw, transfer, update_profile ∈ write
+//! ```
+
+pub mod engine;
+pub mod load;
+
+pub use engine::{ContextInput, EvalError, PolicyAnswer, PolicyInput, PolicySnapshot};
+pub use load::{PolicyError, PolicyProblem};

@@ -1,0 +1,287 @@
+//! The Cedar engine: one immutable, validated snapshot of schema + policies + entities,
+//! and the evaluation of one request against it.
+
+use super::load::{self, Loaded, PolicyError, PolicyProblem};
+use crate::identity::Principal;
+use crate::routes::Route;
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicySet, Request, RestrictedExpression, Schema,
+};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Entity type of a verified user principal.
+pub const USER_TYPE: &str = "User";
+/// Entity type of the caller without verified identity (its own type, so no user id can
+/// ever collide with it).
+pub const ANONYMOUS_TYPE: &str = "Anonymous";
+/// The action group that marks read-only actions.
+pub const READ_GROUP: &str = "read";
+
+/// Everything Cedar needs for one request, in plain types.
+#[derive(Debug, Clone)]
+pub struct PolicyInput<'a> {
+    /// The caller.
+    pub principal: &'a Principal,
+    /// Claims copied onto the principal entity.
+    pub claims_as_attributes: &'a [String],
+    /// Action id.
+    pub action: &'a str,
+    /// Resource entity type.
+    pub resource_type: &'a str,
+    /// Resource entity id (any string: escaped by Cedar's constructors).
+    pub resource_id: &'a str,
+    /// The `context` record (risk and request), as JSON checked against the schema.
+    pub context: Value,
+}
+
+/// Cedar's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAnswer {
+    /// Allowed by at least one permit and no forbid.
+    pub allowed: bool,
+    /// `@id`s of the policies that determined the answer.
+    pub determining: Vec<String>,
+    /// Evaluation errors (policies that errored are skipped by Cedar, which may deny).
+    pub errors: Vec<String>,
+}
+
+/// A request that could not even be put to Cedar (bad entity data, context off-schema).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot build cedar request: {0}")]
+pub struct EvalError(pub String);
+
+/// A validated, immutable policy snapshot. Replaced as a whole on reload.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    schema: Schema,
+    policies: PolicySet,
+    entities: Entities,
+    read_actions: HashSet<String>,
+    origins: HashMap<String, String>,
+}
+
+fn type_name(name: &str) -> Result<EntityTypeName, EvalError> {
+    EntityTypeName::from_str(name).map_err(|e| EvalError(format!("entity type `{name}`: {e}")))
+}
+
+/// An entity uid from a type and any id string (escaped by Cedar, never formatted).
+pub fn uid(type_name_str: &str, id: &str) -> Result<EntityUid, EvalError> {
+    Ok(EntityUid::from_type_name_and_id(
+        type_name(type_name_str)?,
+        EntityId::new(id),
+    ))
+}
+
+fn claim_to_expr(value: &Value) -> Option<RestrictedExpression> {
+    match value {
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::Array(items) => {
+            let strings: Option<Vec<_>> = items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(|s| RestrictedExpression::new_string(s.to_owned()))
+                })
+                .collect();
+            strings.map(RestrictedExpression::new_set)
+        }
+        _ => None,
+    }
+}
+
+impl PolicySnapshot {
+    /// Loads and validates all inputs, and checks that every route names an action and a
+    /// resource type the schema knows.
+    pub fn load(
+        dir: &Path,
+        schema: &Path,
+        entities: Option<&Path>,
+        routes: &[Route],
+    ) -> Result<PolicySnapshot, PolicyError> {
+        let loaded = load::load(dir, schema, entities)?;
+        let snapshot = PolicySnapshot::from_loaded(loaded)?;
+        snapshot.check_routes(routes, schema)?;
+        Ok(snapshot)
+    }
+
+    fn from_loaded(loaded: Loaded) -> Result<PolicySnapshot, PolicyError> {
+        let Loaded {
+            schema,
+            policies,
+            entities,
+            origins,
+        } = loaded;
+        let actions = schema.action_entities().map_err(|e| {
+            PolicyError(vec![PolicyProblem {
+                file: "<schema>".into(),
+                line: None,
+                message: e.to_string(),
+            }])
+        })?;
+        let read_group = uid("Action", READ_GROUP).ok();
+        let read_actions = schema
+            .actions()
+            .filter(|a| {
+                actions
+                    .ancestors(a)
+                    .is_some_and(|mut anc| anc.any(|x| Some(x) == read_group.as_ref()))
+            })
+            .map(|a| a.id().unescaped().to_owned())
+            .collect();
+        Ok(PolicySnapshot {
+            schema,
+            policies,
+            entities,
+            read_actions,
+            origins,
+        })
+    }
+
+    fn check_routes(&self, routes: &[Route], schema_path: &Path) -> Result<(), PolicyError> {
+        let known_actions: HashSet<String> = self
+            .schema
+            .actions()
+            .map(|a| a.id().unescaped().to_owned())
+            .collect();
+        let known_types: HashSet<String> = self
+            .schema
+            .entity_types()
+            .map(ToString::to_string)
+            .collect();
+        let mut problems = Vec::new();
+        for route in routes {
+            if !known_actions.contains(&route.action) {
+                problems.push(PolicyProblem {
+                    file: schema_path.to_owned(),
+                    line: None,
+                    message: format!(
+                        "route `{}` names action `{}`, which the schema does not declare",
+                        route.name, route.action
+                    ),
+                });
+            }
+            if !known_types.contains(&route.resource.entity_type) {
+                problems.push(PolicyProblem {
+                    file: schema_path.to_owned(),
+                    line: None,
+                    message: format!(
+                        "route `{}` names resource type `{}`, which the schema does not declare",
+                        route.name, route.resource.entity_type
+                    ),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError(problems))
+        }
+    }
+
+    /// Whether `action` is in the schema's `read` action group.
+    pub fn is_read(&self, action: &str) -> bool {
+        self.read_actions.contains(action)
+    }
+
+    /// Number of policies (for logs and metrics).
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// `file:line` of a policy id, for `riskgate check` output.
+    pub fn origin(&self, id: &str) -> Option<&str> {
+        self.origins.get(id).map(String::as_str)
+    }
+
+    fn principal_entity(&self, input: &PolicyInput<'_>) -> Result<Entity, EvalError> {
+        match input.principal {
+            Principal::Anonymous => Ok(Entity::new_no_attrs(
+                uid(ANONYMOUS_TYPE, "anonymous")?,
+                HashSet::new(),
+            )),
+            Principal::User { id, claims } => {
+                let attrs: HashMap<String, RestrictedExpression> = input
+                    .claims_as_attributes
+                    .iter()
+                    .filter_map(|name| {
+                        let expr = claims.get(name).and_then(claim_to_expr)?;
+                        Some((name.clone(), expr))
+                    })
+                    .collect();
+                Entity::new(uid(USER_TYPE, id)?, attrs, HashSet::new())
+                    .map_err(|e| EvalError(e.to_string()))
+            }
+        }
+    }
+
+    /// Evaluates one request.
+    pub fn evaluate(&self, input: &PolicyInput<'_>) -> Result<PolicyAnswer, EvalError> {
+        let principal = self.principal_entity(input)?;
+        let principal_uid = principal.uid();
+        let action = uid("Action", input.action)?;
+        let resource = uid(input.resource_type, input.resource_id)?;
+        let context =
+            Context::from_json_value(input.context.clone(), Some((&self.schema, &action)))
+                .map_err(|e| EvalError(e.to_string()))?;
+        let request = Request::new(principal_uid, action, resource, context, Some(&self.schema))
+            .map_err(|e| EvalError(e.to_string()))?;
+        // The principal built from verified claims replaces any file entity of the same id.
+        let entities = self
+            .entities
+            .clone()
+            .upsert_entities([principal], Some(&self.schema))
+            .map_err(|e| EvalError(e.to_string()))?;
+        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        let diagnostics = response.diagnostics();
+        Ok(PolicyAnswer {
+            allowed: response.decision() == CedarDecision::Allow,
+            determining: diagnostics.reason().map(ToString::to_string).collect(),
+            errors: diagnostics.errors().map(ToString::to_string).collect(),
+        })
+    }
+}
+
+/// Builds the `context` record policies see.
+#[derive(Debug, Clone)]
+pub struct ContextInput<'a> {
+    /// A recommendation was obtained.
+    pub risk_present: bool,
+    /// Score rounded up (0 when absent).
+    pub score: i64,
+    /// Band name.
+    pub band: &'a str,
+    /// Recommendation type name, or `NONE`.
+    pub recommendation: &'a str,
+    /// Reason codes.
+    pub reasons: &'a [String],
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path.
+    pub path: &'a str,
+    /// Host.
+    pub host: &'a str,
+    /// Client IP or empty.
+    pub ip: String,
+}
+
+impl ContextInput<'_> {
+    /// The JSON record.
+    pub fn to_json(&self) -> Value {
+        let mut risk = Map::new();
+        risk.insert("present".into(), json!(self.risk_present));
+        risk.insert("score".into(), json!(self.score));
+        risk.insert("band".into(), json!(self.band));
+        risk.insert("recommendation".into(), json!(self.recommendation));
+        risk.insert("reasons".into(), json!(self.reasons));
+        json!({
+            "risk": risk,
+            "request": { "method": self.method, "path": self.path, "host": self.host, "ip": self.ip },
+        })
+    }
+}

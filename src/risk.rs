@@ -1,0 +1,75 @@
+//! Real-time risk: the Transmit-compatible recommendations client, its OAuth token, the
+//! per-action cache, binding checks and bands.
+//!
+//! ```text
+//! decide() ──► Assessor (moka cache, single flight, breaker, budget)
+//!                 └──► dyn RiskSource ──► TransmitClient ──► GET {host}/risk/v1/recommendation
+//!                                              └──► TokenManager ──► POST {host}/oidc/token
+//! ```
+
+pub mod assessor;
+pub mod band;
+pub mod binding;
+pub mod breaker;
+pub mod client;
+pub mod recommendation;
+pub mod source;
+pub mod token;
+
+pub use assessor::{Assessment, Assessor, AssessorSettings, TokenKey};
+pub use band::Band;
+pub use binding::BindingViolation;
+pub use breaker::Breaker;
+pub use recommendation::{Recommendation, RecommendationType};
+pub use source::{FetchError, RiskSource};
+
+use crate::config::{ConfigError, RiskConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use token::{Credentials, SecretSource, TokenManager};
+
+/// Builds the production assessor for `config`: reqwest client, token manager (with its
+/// background refresher started) and the Transmit client behind the cache.
+pub fn build_assessor(config: &RiskConfig) -> Result<(Assessor, Arc<TokenManager>), ConfigError> {
+    let root = config.host_root()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(config.budget_ms.max(1_000)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ConfigError::field("risk", format!("cannot build http client: {e}")))?;
+    let secret = match &config.client_secret_file {
+        Some(path) => SecretSource::File(path.clone()),
+        None => SecretSource::Env("RISKGATE_RISK_CLIENT_SECRET".into()),
+    };
+    let credentials = Credentials {
+        client_id: config.client_id.clone().unwrap_or_default(),
+        secret,
+        resource: config.resource.clone(),
+    };
+    let tokens = Arc::new(TokenManager::new(
+        http.clone(),
+        &root,
+        credentials,
+        config.token_refresh.clone(),
+    ));
+    tokens.spawn_refresher();
+    let client =
+        client::TransmitClient::new(http, &root, tokens.clone(), config.max_response_bytes);
+    let breaker = Arc::new(Breaker::new(
+        config.breaker.failure_threshold,
+        Duration::from_millis(config.breaker.open_ms),
+    ));
+    let assessor = Assessor::new(Arc::new(client), breaker, settings_from(config));
+    Ok((assessor, tokens))
+}
+
+/// Assessor timing from config.
+pub fn settings_from(config: &RiskConfig) -> AssessorSettings {
+    AssessorSettings {
+        budget: Duration::from_millis(config.budget_ms),
+        deadline_reserve: Duration::from_millis(config.deadline_reserve_ms),
+        ttl: Duration::from_millis(config.cache.ttl_ms),
+        max_age: Duration::from_millis(config.max_age_ms),
+        max_entries: config.cache.max_entries,
+    }
+}

@@ -1,0 +1,92 @@
+//! The seam between the decision and the risk API: a one-method trait, so tests can put a
+//! fake in and the decision core never sees reqwest.
+
+use super::recommendation::Recommendation;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, sendable future (object-safe async).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Something that can fetch the recommendation for one action token.
+pub trait RiskSource: Send + Sync + 'static {
+    /// Fetches the recommendation. Timeouts are applied by the caller.
+    fn fetch<'a>(
+        &'a self,
+        action_token: &'a str,
+    ) -> BoxFuture<'a, Result<Recommendation, FetchError>>;
+}
+
+/// Why no recommendation could be had. Split in two families: outages (the API's fault,
+/// handled by the fail mode and counted by the breaker) and rejections (the client's
+/// token is bad: always denied, never a fail mode).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The budget ran out.
+    #[error("risk api timed out")]
+    Timeout,
+    /// TCP/TLS connection failed.
+    #[error("risk api unreachable: {0}")]
+    Connect(String),
+    /// 5xx or 429.
+    #[error("risk api answered status {0}")]
+    Unavailable(u16),
+    /// 401 even after a fresh OAuth token: our credentials are wrong.
+    #[error("risk api refused our credentials")]
+    Unauthorized,
+    /// No OAuth token could be obtained.
+    #[error("no oauth token: {0}")]
+    NoToken(String),
+    /// The body is not a valid recommendation, or too large.
+    #[error("risk api answered garbage: {0}")]
+    Garbage(String),
+    /// The breaker is open: failing fast.
+    #[error("circuit breaker open")]
+    BreakerOpen,
+    /// 4xx other than 401/429: the action token is missing, malformed or unknown.
+    #[error("risk api rejected the action token (status {0})")]
+    Rejected(u16),
+}
+
+impl FetchError {
+    /// Whether this is an outage (fail mode applies) rather than a rejected token.
+    pub fn is_outage(&self) -> bool {
+        !matches!(self, FetchError::Rejected(_))
+    }
+
+    /// Bounded label for metrics and audit.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FetchError::Timeout => "timeout",
+            FetchError::Connect(_) => "connect",
+            FetchError::Unavailable(429) => "throttled",
+            FetchError::Unavailable(_) => "status_5xx",
+            FetchError::Unauthorized => "unauthorized",
+            FetchError::NoToken(_) => "no_oauth_token",
+            FetchError::Garbage(_) => "garbage",
+            FetchError::BreakerOpen => "breaker_open",
+            FetchError::Rejected(_) => "rejected",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rejections_are_not_outages() {
+        assert!(!FetchError::Rejected(400).is_outage());
+        for e in [
+            FetchError::Timeout,
+            FetchError::Connect("x".into()),
+            FetchError::Unavailable(503),
+            FetchError::Unavailable(429),
+            FetchError::Unauthorized,
+            FetchError::Garbage("x".into()),
+            FetchError::BreakerOpen,
+        ] {
+            assert!(e.is_outage(), "{e}");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Prometheus metrics. Label sets are bounded: outcome and reason come from fixed enums,
+//! routes from the configured table.
+
+use crate::decision::Decision;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    reason: &'static str,
+    route: String,
+    enforced: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailModeLabels {
+    mode: &'static str,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// All riskgate metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    check_seconds: Histogram,
+    cedar_seconds: Histogram,
+    risk_seconds: Histogram,
+    cache: Family<ResultLabels, Counter>,
+    fail_mode: Family<FailModeLabels, Counter>,
+    policy_reloads: Family<ResultLabels, Counter>,
+    /// 1 while policies and config are loaded and the server is not draining.
+    pub ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("riskgate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Check decisions by outcome, reason and route",
+            decisions.clone(),
+        );
+        let check_seconds = latency_histogram();
+        registry.register(
+            "check_duration_seconds",
+            "Server-side Check handling time",
+            check_seconds.clone(),
+        );
+        let cedar_seconds = latency_histogram();
+        registry.register(
+            "cedar_evaluation_duration_seconds",
+            "Cedar evaluation time",
+            cedar_seconds.clone(),
+        );
+        let risk_seconds = latency_histogram();
+        registry.register(
+            "risk_lookup_duration_seconds",
+            "Time spent obtaining a recommendation (cache or API)",
+            risk_seconds.clone(),
+        );
+        let cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "risk_cache_lookups",
+            "Recommendation cache lookups by result (hit, miss)",
+            cache.clone(),
+        );
+        let fail_mode = Family::<FailModeLabels, Counter>::default();
+        registry.register(
+            "fail_mode_activations",
+            "Risk API outages answered by a fail mode",
+            fail_mode.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reload attempts by result",
+            policy_reloads.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register("ready", "1 when ready to serve Checks", ready.clone());
+        Metrics {
+            registry,
+            decisions,
+            check_seconds,
+            cedar_seconds,
+            risk_seconds,
+            cache,
+            fail_mode,
+            policy_reloads,
+            ready,
+        }
+    }
+
+    /// Records one decision.
+    pub fn observe(&self, d: &Decision) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome: if d.enforced {
+                    d.verdict.class().as_str()
+                } else {
+                    "dry_run"
+                },
+                reason: d.verdict.label(),
+                route: d.route.clone().unwrap_or_else(|| "none".into()),
+                enforced: if d.enforced { "true" } else { "false" },
+            })
+            .inc();
+        self.check_seconds.observe(d.timings.total.as_secs_f64());
+        if !d.timings.cedar.is_zero() {
+            self.cedar_seconds.observe(d.timings.cedar.as_secs_f64());
+        }
+        if let Some(r) = &d.risk {
+            self.risk_seconds.observe(d.timings.risk.as_secs_f64());
+            let result = if r.cache_hit { "hit" } else { "miss" };
+            self.cache.get_or_create(&ResultLabels { result }).inc();
+        }
+        if let Some((mode, cause)) = d.fail_mode {
+            self.fail_mode
+                .get_or_create(&FailModeLabels { mode, cause })
+                .inc();
+        }
+    }
+
+    /// Records a policy reload attempt.
+    pub fn policy_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.policy_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{DenyReason, Verdict};
+
+    #[test]
+    fn decisions_are_counted_by_outcome_and_reason() {
+        let m = Metrics::new();
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::PolicyDeny);
+        d.route = Some("GET /a".into());
+        m.observe(&d);
+        let text = m.render();
+        assert!(
+            text.contains(r#"riskgate_decisions_total{outcome="deny",reason="policy_deny",route="GET /a",enforced="true"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("riskgate_check_duration_seconds_count 1"));
+    }
+}
