@@ -1,0 +1,673 @@
+//! The decision core against the shipped config and example policies, with a scripted
+//! risk source: every example action in every band, ownership, escaping, binding, fail
+//! modes, and one named test per fail-closed rule.
+
+mod common;
+
+use common::*;
+use riskgate::canonical::NonCanonical;
+use riskgate::config::{Config, FailMode, Mode, RiskMode};
+use riskgate::decision::{DenyReason, Verdict};
+use riskgate::risk::{BindingViolation, FetchError, RecommendationType as R};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+fn setup() -> (Config, Arc<ScriptedRisk>) {
+    (
+        example_config("http://127.0.0.1:9"),
+        Arc::new(ScriptedRisk::default()),
+    )
+}
+
+async fn decide(
+    config: &Config,
+    risk: &Arc<ScriptedRisk>,
+    req: riskgate::request::AccessRequest,
+) -> riskgate::decision::Decision {
+    decider_with(config, risk.clone()).decide(&req).await
+}
+
+fn deny(reason: DenyReason) -> Verdict {
+    Verdict::Deny(reason)
+}
+
+/// (method, path, action_type, principal) for each example action, owned by u1.
+const ACTIONS: [(&str, &str, &str, Option<&str>); 6] = [
+    ("POST", "/login", "login", None),
+    ("GET", "/accounts/a1/balance", "login", Some("u1")),
+    (
+        "GET",
+        "/accounts/a1/transactions",
+        "transaction",
+        Some("u1"),
+    ),
+    ("POST", "/accounts/a1/withdraw", "withdraw", Some("u1")),
+    ("POST", "/accounts/a1/transfer", "transaction", Some("u1")),
+    (
+        "PUT",
+        "/users/u1/profile",
+        "account_details_change",
+        Some("u1"),
+    ),
+];
+
+#[tokio::test]
+async fn each_example_action_in_each_band() {
+    let (config, risk) = setup();
+    // Expected status per band: low (score 10), medium (55), high (85).
+    let expected: [(&str, [u16; 3]); 6] = [
+        ("/login", [200, 200, 403]),
+        ("/accounts/a1/balance", [200, 200, 403]),
+        ("/accounts/a1/transactions", [200, 200, 403]),
+        ("/accounts/a1/withdraw", [200, 403, 403]),
+        ("/accounts/a1/transfer", [200, 403, 403]),
+        ("/users/u1/profile", [200, 403, 403]),
+    ];
+    for ((method, path, action_type, user), (path2, statuses)) in ACTIONS.iter().zip(expected) {
+        assert_eq!(*path, path2);
+        for (score, want) in [10.0, 55.0, 85.0].into_iter().zip(statuses) {
+            let token = format!("{path}-{score}");
+            risk.set(&token, Ok(rec(score, R::Allow, action_type, *user)));
+            let mut req = request(method, path, Some(&token));
+            if let Some(u) = user {
+                req = with_user(req, u, json!({}));
+            }
+            let d = decide(&config, &risk, req).await;
+            assert_eq!(
+                d.verdict.http_status(),
+                want,
+                "{method} {path} score {score}: {:?}",
+                d.verdict
+            );
+            if score >= 80.0 {
+                assert_eq!(d.verdict, deny(DenyReason::RiskHigh));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn unassessed_reads_pass_and_is_never_better_than_medium() {
+    let (mut config, risk) = setup();
+    let d = decide(
+        &config,
+        &risk,
+        with_user(
+            request("GET", "/accounts/a1/balance", None),
+            "u1",
+            json!({}),
+        ),
+    )
+    .await;
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(d.band.as_str(), "unassessed");
+    // Make withdraw optional: without a token it is unassessed, and unassessed cannot write.
+    for r in &mut config.routes {
+        if r.action == "withdraw" {
+            r.risk = RiskMode::Optional;
+        }
+    }
+    let d = decide(
+        &config,
+        &risk,
+        with_user(
+            request("POST", "/accounts/a1/withdraw", None),
+            "u1",
+            json!({}),
+        ),
+    )
+    .await;
+    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+}
+
+#[tokio::test]
+async fn band_edges_decide_write_access() {
+    let (config, risk) = setup();
+    for (score, want) in [
+        (0.0, 200),
+        (39.99, 200),
+        (40.0, 403),
+        (79.99, 403),
+        (80.0, 403),
+        (100.0, 403),
+    ] {
+        let token = format!("edge-{score}");
+        risk.set(&token, Ok(rec(score, R::Allow, "withdraw", Some("u1"))));
+        let req = with_user(
+            request("POST", "/accounts/a1/withdraw", Some(&token)),
+            "u1",
+            json!({}),
+        );
+        let d = decide(&config, &risk, req).await;
+        assert_eq!(d.verdict.http_status(), want, "score {score}");
+    }
+}
+
+#[tokio::test]
+async fn u1_cannot_withdraw_from_u2s_account() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(5.0, R::Trust, "withdraw", Some("u1"))));
+    let req = with_user(
+        request("POST", "/accounts/a2/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    assert_eq!(d.resource.as_deref(), Some("Account::\"a2\""));
+}
+
+#[tokio::test]
+async fn quotes_in_ids_cannot_inject() {
+    let (config, risk) = setup();
+    // A principal id crafted to look like Cedar syntax.
+    let evil = r#"u2" || principal == User::"u1"#;
+    let req = with_user(
+        request("GET", "/accounts/a1/balance", None),
+        evil,
+        json!({}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    // An encoded quote in the path becomes data in the resource id.
+    let req = with_user(
+        request("GET", "/accounts/a1%22/balance", None),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    assert_eq!(d.resource.as_deref(), Some(r#"Account::"a1\"""#));
+}
+
+#[tokio::test]
+async fn anonymous_cannot_write() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", None)));
+    let d = decide(
+        &config,
+        &risk,
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+    )
+    .await;
+    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    assert_eq!(d.principal.as_deref(), Some("Anonymous"));
+    assert!(
+        d.policies.iter().any(|p| p == "forbid-anonymous-writes"),
+        "{:?}",
+        d.policies
+    );
+}
+
+#[tokio::test]
+async fn recommendation_deny_wins_over_a_low_score() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(5.0, R::Deny, "withdraw", Some("u1"))));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::RiskDeny)
+    );
+}
+
+#[tokio::test]
+async fn challenge_asks_for_step_up_until_the_jwt_shows_mfa() {
+    let (config, risk) = setup();
+    let mut r = rec(20.0, R::Challenge, "withdraw", Some("u1"));
+    r.challenge_type = Some("email_otp".into());
+    risk.set("t", Ok(r));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({"amr": ["pwd"]}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(
+        d.verdict,
+        deny(DenyReason::StepUpRequired {
+            challenge: "email_otp".into()
+        })
+    );
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({"amr": ["pwd", "mfa"]}),
+    );
+    assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
+}
+
+#[tokio::test]
+async fn challenge_without_type_uses_the_configured_default() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(
+        d.verdict,
+        deny(DenyReason::StepUpRequired {
+            challenge: "step_up".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn cedar_deny_is_not_turned_into_a_challenge() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
+    let req = with_user(
+        request("POST", "/accounts/a2/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::PolicyDeny)
+    );
+}
+
+// ---- binding ----
+
+#[tokio::test]
+async fn login_token_cannot_authorize_withdraw() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(5.0, R::Allow, "login", Some("u1"))));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::Binding(BindingViolation::ActionType))
+    );
+}
+
+#[tokio::test]
+async fn another_users_token_is_refused() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", Some("u2"))));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::Binding(BindingViolation::UserMismatch))
+    );
+}
+
+#[tokio::test]
+async fn token_without_user_is_refused_on_authenticated_routes() {
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", None)));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::Binding(BindingViolation::MissingUser))
+    );
+}
+
+#[tokio::test]
+async fn stale_action_is_refused() {
+    let (config, risk) = setup();
+    let mut r = rec(5.0, R::Allow, "withdraw", Some("u1"));
+    r.action_performed_at_ms -= 301_000;
+    risk.set("t", Ok(r));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::Binding(BindingViolation::Stale))
+    );
+}
+
+#[tokio::test]
+async fn write_token_authorizes_once_reads_any_number_of_times() {
+    let (config, risk) = setup();
+    let decider = decider_with(&config, risk.clone());
+    risk.set("w", Ok(rec(5.0, R::Allow, "withdraw", Some("u1"))));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("w")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(decider.decide(&req).await.verdict, Verdict::Allow);
+    assert_eq!(
+        decider.decide(&req).await.verdict,
+        deny(DenyReason::Binding(BindingViolation::UsedUp))
+    );
+    risk.set("r", Ok(rec(5.0, R::Allow, "login", Some("u1"))));
+    let read = with_user(
+        request("GET", "/accounts/a1/balance", Some("r")),
+        "u1",
+        json!({}),
+    );
+    for _ in 0..3 {
+        assert_eq!(decider.decide(&read).await.verdict, Verdict::Allow);
+    }
+    assert_eq!(
+        risk.calls(),
+        2,
+        "the second withdraw and the reads were cache hits"
+    );
+}
+
+#[tokio::test]
+async fn denied_attempts_do_not_use_up_the_token() {
+    let (config, risk) = setup();
+    let decider = decider_with(&config, risk.clone());
+    let mut r = rec(5.0, R::Challenge, "withdraw", Some("u1"));
+    r.challenge_type = Some("totp".into());
+    risk.set("c", Ok(r));
+    let before = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("c")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(decider.decide(&before).await.verdict.http_status(), 401);
+    let after = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("c")),
+        "u1",
+        json!({"amr": ["mfa"]}),
+    );
+    assert_eq!(decider.decide(&after).await.verdict, Verdict::Allow);
+}
+
+// ---- fail modes: outages only ----
+
+fn with_fail_mode(mode: FailMode) -> (Config, Arc<ScriptedRisk>) {
+    let (mut config, risk) = setup();
+    if let Some(r) = config.risk.as_mut() {
+        r.fail_mode = mode;
+    }
+    for route in &mut config.routes {
+        route.fail_mode = None;
+    }
+    (config, risk)
+}
+
+#[tokio::test]
+async fn outage_under_each_fail_mode() {
+    let outages = [
+        FetchError::Timeout,
+        FetchError::Connect("refused".into()),
+        FetchError::Unavailable(503),
+        FetchError::Unavailable(429),
+        FetchError::Garbage("not json".into()),
+        FetchError::Unauthorized,
+    ];
+    for outage in outages {
+        for (mode, withdraw, balance) in [
+            (FailMode::Closed, 503, 503),
+            (FailMode::ReadOnly, 403, 200),
+            (FailMode::Open, 200, 200),
+        ] {
+            let (config, risk) = with_fail_mode(mode);
+            risk.set("t", Err(outage.clone()));
+            let w = with_user(
+                request("POST", "/accounts/a1/withdraw", Some("t")),
+                "u1",
+                json!({}),
+            );
+            let d = decide(&config, &risk, w).await;
+            assert_eq!(
+                d.verdict.http_status(),
+                withdraw,
+                "{outage:?} {mode:?} withdraw"
+            );
+            assert!(d.fail_mode.is_some());
+            let b = with_user(
+                request("GET", "/accounts/a1/balance", Some("t")),
+                "u1",
+                json!({}),
+            );
+            assert_eq!(
+                decide(&config, &risk, b).await.verdict.http_status(),
+                balance,
+                "{outage:?} {mode:?} balance"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_caused_token_problems_deny_even_when_failing_open() {
+    let (config, risk) = with_fail_mode(FailMode::Open);
+    // Missing token on a required route.
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", None),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::ActionTokenRequired)
+    );
+    // Garbage token (never sent to the API).
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("bad\u{7f}token")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::TokenRejected)
+    );
+    // API says 400.
+    risk.set("unknown", Err(FetchError::Rejected(400)));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("unknown")),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(d.verdict, deny(DenyReason::TokenRejected));
+    assert!(d.fail_mode.is_none());
+}
+
+#[tokio::test]
+async fn route_fail_mode_overrides_global() {
+    let (config, risk) = setup(); // global closed, balance route read_only
+    risk.set("t", Err(FetchError::Unavailable(500)));
+    let b = with_user(
+        request("GET", "/accounts/a1/balance", Some("t")),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, b).await;
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(d.fail_mode, Some(("read_only", "status_5xx")));
+}
+
+#[tokio::test]
+async fn risk_timeout_follows_the_fail_mode() {
+    let (mut config, risk) = setup();
+    if let Some(r) = config.risk.as_mut() {
+        r.budget_ms = 50;
+    }
+    risk.delay_ms.store(2_000, Ordering::SeqCst);
+    risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", Some("u1"))));
+    let started = std::time::Instant::now();
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(
+        d.verdict,
+        deny(DenyReason::RiskUnavailable { retry_after_s: 5 })
+    );
+    assert_eq!(d.fail_mode, Some(("closed", "timeout")));
+    assert!(started.elapsed() < std::time::Duration::from_millis(1_500));
+}
+
+// ---- fail-closed rules, one test each ----
+
+#[tokio::test]
+async fn fail_closed_unknown_method() {
+    let (config, risk) = setup();
+    let d = decide(
+        &config,
+        &risk,
+        request("BREW", "/accounts/a1/balance", None),
+    )
+    .await;
+    assert_eq!(d.verdict, deny(DenyReason::NoRoute));
+}
+
+#[tokio::test]
+async fn fail_closed_no_route() {
+    let (config, risk) = setup();
+    let d = decide(&config, &risk, request("GET", "/admin", None)).await;
+    assert_eq!(d.verdict, deny(DenyReason::NoRoute));
+}
+
+#[tokio::test]
+async fn fail_closed_missing_path() {
+    let (config, risk) = setup();
+    let d = decide(&config, &risk, request("GET", "", None)).await;
+    assert_eq!(d.verdict, deny(DenyReason::Malformed("missing path")));
+}
+
+#[tokio::test]
+async fn fail_closed_method_override() {
+    let (config, risk) = setup();
+    let mut req = with_user(
+        request("GET", "/accounts/a1/balance", None),
+        "u1",
+        json!({}),
+    );
+    req.headers
+        .insert("x-http-method-override".into(), "POST".into());
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::MethodOverride)
+    );
+}
+
+#[tokio::test]
+async fn fail_closed_non_canonical_paths() {
+    let (config, risk) = setup();
+    for (path, why) in [
+        ("/accounts/a2/../a1/balance", NonCanonical::DotSegment),
+        ("/accounts/./a1/balance", NonCanonical::DotSegment),
+        ("/accounts//a1/balance", NonCanonical::EmptySegment),
+        ("/accounts/a1%2Fbalance", NonCanonical::EncodedSeparator),
+        (
+            "/accounts/%2e%2e/a1/balance",
+            NonCanonical::EncodedSeparator,
+        ),
+        ("/accounts/a1/balance%", NonCanonical::BadEncoding),
+    ] {
+        let req = with_user(request("GET", path, None), "u1", json!({}));
+        assert_eq!(
+            decide(&config, &risk, req).await.verdict,
+            deny(DenyReason::NonCanonicalPath(why)),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn fail_closed_bad_identity_payload() {
+    let (config, risk) = setup();
+    let mut req = request("GET", "/accounts/a1/balance", None);
+    let mut ns = serde_json::Map::new();
+    ns.insert(
+        "jwt_payload".into(),
+        json!({ "email": "no-sub@example.com" }),
+    );
+    req.metadata
+        .insert("envoy.filters.http.jwt_authn".into(), ns);
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::BadIdentity)
+    );
+}
+
+#[tokio::test]
+async fn fail_closed_empty_policy_set_refuses_to_load() {
+    let dir = std::env::temp_dir().join(format!("riskgate-empty-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let (mut config, _) = setup();
+    config.policies.dir = dir;
+    let err = riskgate::server::load_snapshot(&config)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("no `*.cedar` policy files"), "{err}");
+}
+
+#[tokio::test]
+async fn forged_identity_headers_are_ignored_and_stripped() {
+    let (config, risk) = setup();
+    let mut req = request("GET", "/accounts/a1/balance", None);
+    req.headers.insert("x-user-id".into(), "u1".into());
+    req.headers
+        .insert("x-jwt-payload".into(), "eyJzdWIiOiJ1MSJ9".into());
+    req.headers.insert("x-risk-score".into(), "0".into());
+    req.headers
+        .insert("x-riskgate-principal".into(), "User::\"u1\"".into());
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(d.principal.as_deref(), Some("Anonymous"));
+    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    for h in [
+        "x-user-id",
+        "x-jwt-payload",
+        "x-risk-score",
+        "x-riskgate-principal",
+        "x-action-token",
+    ] {
+        let listed = d.strip_headers.iter().any(|s| s == h);
+        assert_eq!(listed, h != "x-action-token", "{h}: {:?}", d.strip_headers);
+    }
+}
+
+#[tokio::test]
+async fn dry_run_keeps_the_verdict_but_is_not_enforced() {
+    let (mut config, risk) = setup();
+    config.mode = Mode::DryRun;
+    let d = decide(&config, &risk, request("GET", "/admin", None)).await;
+    assert!(!d.enforced);
+    assert_eq!(d.verdict, deny(DenyReason::NoRoute));
+    assert_eq!(d.answered(), Verdict::Allow);
+}
+
+#[tokio::test]
+async fn route_dry_run_only_affects_that_route() {
+    let (mut config, risk) = setup();
+    for r in &mut config.routes {
+        r.dry_run = r.action == "withdraw";
+    }
+    let w = with_user(
+        request("POST", "/accounts/a2/withdraw", None),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, w).await;
+    assert!(!d.enforced);
+    let b = with_user(
+        request("GET", "/accounts/a2/balance", None),
+        "u1",
+        json!({}),
+    );
+    assert!(decide(&config, &risk, b).await.enforced);
+}
