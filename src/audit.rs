@@ -19,6 +19,8 @@ pub struct AuditLine<'a> {
     pub decision_id: &'a str,
     /// Envoy's request id.
     pub request_id: Option<&'a str>,
+    /// Trace id (W3C, 32 hex).
+    pub trace_id: Option<&'a str>,
     /// Principal label.
     pub principal: Option<&'a str>,
     /// Cedar action.
@@ -71,6 +73,7 @@ impl<'a> AuditLine<'a> {
             time: rfc3339_now(),
             decision_id: &d.id,
             request_id: d.request_id.as_deref(),
+            trace_id: d.trace_id.as_deref(),
             principal: d.principal.as_deref(),
             action: d.action.as_deref(),
             resource: d.resource.as_deref(),
@@ -174,6 +177,11 @@ impl AuditSink {
             }
             Err(e) => tracing::warn!(error = %e, "audit line not serialisable"),
         }
+    }
+
+    /// The live drop counter (for metrics).
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
     }
 
     /// Lines dropped because the sink was full.

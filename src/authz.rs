@@ -13,9 +13,12 @@ use crate::decision::{Decision, DenyReason, Verdict};
 use crate::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use crate::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::telemetry::Metrics;
+use opentelemetry::trace::TraceContextExt as _;
 use respond::AnswerSettings;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The Authorization service.
 #[derive(Debug, Clone)]
@@ -35,6 +38,11 @@ impl AuthzService {
                 .filter(|s| s.claim == "acr")
                 .map(|s| s.contains.clone()),
         };
+        if let Some(assessor) = decider.assessor() {
+            assessor.set_observer(metrics.clone());
+            metrics.risk.watch_assessor(assessor.clone());
+        }
+        metrics.risk.watch_audit_drops(audit.dropped_counter());
         AuthzService {
             decider,
             answers,
@@ -72,7 +80,35 @@ impl Authorization for AuthzService {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(extract::parse_grpc_timeout);
-        let decision = self.decide(request.get_ref(), deadline).await;
+        let headers = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map(|h| &h.headers);
+        let remote = headers.and_then(crate::telemetry::trace::remote_parent);
+        let span = tracing::info_span!(
+            "check",
+            otel.kind = "server",
+            route = tracing::field::Empty,
+            decision = tracing::field::Empty,
+            decision_id = tracing::field::Empty,
+        );
+        if let Some(remote) = &remote {
+            let _ = span.set_parent(crate::telemetry::trace::parent_context(remote));
+        }
+        let mut decision = self
+            .decide(request.get_ref(), deadline)
+            .instrument(span.clone())
+            .await;
+        span.record("route", decision.route.as_deref().unwrap_or("none"));
+        span.record("decision", decision.verdict.label());
+        span.record("decision_id", decision.id.as_str());
+        decision.trace_id = remote.map(|r| r.trace_id().to_string()).or_else(|| {
+            let id = span.context().span().span_context().trace_id();
+            (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+        });
         if !decision.enforced && decision.verdict != Verdict::Allow {
             tracing::info!(decision_id = %decision.id, would = decision.verdict.label(), "dry run: would have denied");
         }

@@ -5,12 +5,15 @@
 //! message naming the field instead of silently falling back to a default.
 
 mod identity;
+mod lifecycle;
+pub mod proxy;
 mod risk;
 mod routes;
 
 pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
 };
+pub use lifecycle::{ReloadConfig, ShutdownConfig};
 pub use risk::{
     BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
 };
@@ -33,11 +36,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML did not parse into the typed config (unknown field, wrong type, ...).
-    #[error("invalid config file `{path}`: {message}")]
+    #[error("{}{}: invalid config: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, which names the field and its line.
+        /// 1-based line of the problem, when the parser knows it.
+        line: Option<usize>,
+        /// The parser's message, which names the field.
         message: String,
     },
     /// A field parsed but its value is not acceptable.
@@ -61,7 +66,7 @@ impl ConfigError {
 }
 
 /// The whole riskgate configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Listening addresses.
@@ -93,10 +98,16 @@ pub struct Config {
     /// Answer when no route matches and the host has no default of its own.
     #[serde(default)]
     pub default: DefaultAnswer,
+    /// Hot reload of policies, schema, entities and routes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// Graceful shutdown timing.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
 /// gRPC and admin listening addresses.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// ext_authz gRPC (Check, health, reflection).
@@ -128,7 +139,7 @@ pub enum Mode {
 }
 
 /// Locations of the Cedar inputs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyPaths {
     /// Directory holding `*.cedar` files.
@@ -138,6 +149,11 @@ pub struct PolicyPaths {
     /// Entities JSON (e.g. which user owns which account); optional.
     #[serde(default)]
     pub entities: Option<PathBuf>,
+    /// A second directory of `*.cedar` files evaluated beside the live set on every Check
+    /// (same schema and entities) without affecting the answer; disagreements are logged
+    /// and counted, to preview a change on real traffic before promoting it.
+    #[serde(default)]
+    pub shadow_dir: Option<PathBuf>,
 }
 
 fn default_grpc_addr() -> SocketAddr {
@@ -178,9 +194,16 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Config::from_yaml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
+        Config::load_text(path, &text)
+    }
+
+    /// Like [`Config::load`], over the file's text already read (so a caller can hash
+    /// exactly the bytes it parsed).
+    pub fn load_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::from_yaml(text).map_err(|e| match e {
+            ConfigError::Parse { line, message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
+                line,
                 message,
             },
             other => other,
@@ -197,6 +220,7 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
+            line: e.location().map(|l| l.line()),
             message: e.to_string(),
         })
     }
@@ -242,6 +266,9 @@ impl Config {
         if let Some(e) = self.policies.entities.as_mut() {
             fix(e);
         }
+        if let Some(d) = self.policies.shadow_dir.as_mut() {
+            fix(d);
+        }
         if let Some(risk) = self.risk.as_mut() {
             if let Some(f) = risk.client_secret_file.as_mut() {
                 fix(f);
@@ -260,6 +287,7 @@ impl Config {
             }
         }
         self.identity.validate()?;
+        self.shutdown.validate()?;
         if let Some(risk) = &self.risk {
             risk.validate()?;
         }
@@ -282,6 +310,27 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Top-level fields that differ from `running` and only take effect after a restart:
+    /// everything except `policies`, `routes`, `hosts` and `default`, which hot-reload.
+    pub fn restart_only_changes(&self, running: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name: &'static str, same: bool| {
+            if !same {
+                changed.push(name);
+            }
+        };
+        check("listen", self.listen == running.listen);
+        check("mode", self.mode == running.mode);
+        check("identity", self.identity == running.identity);
+        check("strip_headers", self.strip_headers == running.strip_headers);
+        check("risk", self.risk == running.risk);
+        check("reload", self.reload == running.reload);
+        check("shutdown", self.shutdown == running.shutdown);
+        changed
     }
 }
 
@@ -367,6 +416,35 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(msg.contains("routes[0].risk"), "{msg}");
+        Ok(())
+    }
+
+    #[test]
+    fn only_restart_fields_are_reported_as_restart_only() -> Result<(), ConfigError> {
+        let running = Config::from_yaml(MINIMAL)?;
+        let mut next = Config::from_yaml(&format!(
+            "{MINIMAL}default: allow\nmode: dry_run\nshutdown: {{ drain_ms: 1 }}\n"
+        ))?;
+        assert_eq!(
+            next.restart_only_changes(&running),
+            vec!["mode", "shutdown"]
+        );
+        next.mode = Mode::Enforce;
+        next.shutdown = ShutdownConfig::default();
+        assert!(next.restart_only_changes(&running).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn shadow_dir_is_resolved_against_the_config_dir() -> Result<(), ConfigError> {
+        let mut config = Config::from_yaml(
+            "policies: { dir: p, schema: p/s.cedarschema, shadow_dir: shadow }\n",
+        )?;
+        config.resolve_paths(Path::new("/etc/riskgate"));
+        assert_eq!(
+            config.policies.shadow_dir.as_deref(),
+            Some(Path::new("/etc/riskgate/shadow"))
+        );
         Ok(())
     }
 

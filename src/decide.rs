@@ -12,9 +12,9 @@ use crate::canonical;
 use crate::config::{
     BandThresholds, Config, DefaultAnswer, FailMode, IdentityConfig, Mode, RiskMode,
 };
-use crate::decision::{Decision, DenyReason, RiskFacts, Verdict};
+use crate::decision::{Decision, DenyReason, RiskFacts, ShadowOutcome, Verdict};
 use crate::identity::{self, Principal};
-use crate::policy::{ContextInput, PolicyInput, PolicySnapshot};
+use crate::policy::{ContextInput, PolicyAnswer, PolicyInput, PolicySnapshot};
 use crate::request::AccessRequest;
 use crate::risk::assessor::now_ms;
 use crate::risk::band::score_for_policy;
@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// The validated Cedar set.
     pub policies: PolicySnapshot,
+    /// The shadow set (same schema and entities), evaluated beside the live one.
+    pub shadow: Option<PolicySnapshot>,
 }
 
 /// Settings the decision reads on every Check (fixed for the process lifetime).
@@ -265,15 +267,19 @@ impl Decider {
             ip: req.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         };
         let cedar_started = Instant::now();
-        let answer = snapshot.policies.evaluate(&PolicyInput {
+        let input = PolicyInput {
             principal: &principal,
             claims_as_attributes: &self.settings.identity.claims_as_attributes,
             action: &route.action,
             resource_type: &route.resource.entity_type,
             resource_id: &resource_id,
             context: context.to_json(),
-        });
+        };
+        let answer = snapshot.policies.evaluate(&input);
         d.timings.cedar = cedar_started.elapsed();
+        if let Some(shadow) = &snapshot.shadow {
+            d.shadow = Some(shadow_outcome(shadow, &input, answer.as_ref().ok(), d));
+        }
         let answer = answer.map_err(|e| {
             tracing::warn!(error = %e, route = %route.name, "request could not be evaluated");
             DenyReason::PolicyError
@@ -421,4 +427,41 @@ impl Decider {
             }
         }
     }
+}
+
+/// Evaluates the shadow set on the same input (same context: no second risk lookup) and
+/// logs a disagreement with both sides' determining policies. Never changes the answer.
+fn shadow_outcome(
+    shadow: &PolicySnapshot,
+    input: &PolicyInput<'_>,
+    live: Option<&PolicyAnswer>,
+    d: &Decision,
+) -> ShadowOutcome {
+    let answer = shadow.evaluate(input).unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "shadow policies could not evaluate the request");
+        PolicyAnswer {
+            allowed: false,
+            determining: Vec::new(),
+            errors: vec![e.to_string()],
+        }
+    });
+    let outcome = ShadowOutcome {
+        live_allowed: live.is_some_and(|a| a.allowed),
+        shadow_allowed: answer.allowed,
+        policies: answer.determining,
+    };
+    if outcome.disagrees() {
+        let live_policies = live.map(|a| a.determining.join(",")).unwrap_or_default();
+        tracing::info!(
+            decision_id = %d.id,
+            route = d.route.as_deref().unwrap_or("-"),
+            principal = d.principal.as_deref().unwrap_or("-"),
+            live = if outcome.live_allowed { "allow" } else { "deny" },
+            live_policies = %live_policies,
+            shadow = if outcome.shadow_allowed { "allow" } else { "deny" },
+            shadow_policies = %outcome.policies.join(","),
+            "shadow policies disagree"
+        );
+    }
+    outcome
 }

@@ -209,6 +209,29 @@ pub struct Decision {
     pub strip_headers: Vec<String>,
     /// The request id, for correlation.
     pub request_id: Option<String>,
+    /// The trace this Check belongs to (continued from Envoy's headers), for correlation.
+    pub trace_id: Option<String>,
+    /// What the shadow policy set said at the Cedar stage (when one is configured and the
+    /// Check reached Cedar). Never affects the answer.
+    pub shadow: Option<ShadowOutcome>,
+}
+
+/// The shadow policy set's answer beside the live set's, at the Cedar stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowOutcome {
+    /// The live set allowed.
+    pub live_allowed: bool,
+    /// The shadow set allowed (`false` when it could not evaluate).
+    pub shadow_allowed: bool,
+    /// `@id`s of the shadow policies that determined its answer.
+    pub policies: Vec<String>,
+}
+
+impl ShadowOutcome {
+    /// The two sets answer differently (allow vs deny).
+    pub fn disagrees(&self) -> bool {
+        self.live_allowed != self.shadow_allowed
+    }
 }
 
 impl Decision {
@@ -229,6 +252,8 @@ impl Decision {
             timings: Timings::default(),
             strip_headers: Vec::new(),
             request_id,
+            trace_id: None,
+            shadow: None,
         }
     }
 

@@ -29,10 +29,12 @@ pub mod decision;
 pub mod identity;
 pub mod offline;
 pub mod policy;
+pub mod reload;
 pub mod request;
 pub mod risk;
 pub mod routes;
 pub mod server;
+pub mod shutdown;
 pub mod simulator;
 pub mod telemetry;
 

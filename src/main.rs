@@ -4,9 +4,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use riskgate::audit::AuditSink;
 use riskgate::config::Config;
-use riskgate::offline::{self, OfflineQuestion};
+use riskgate::offline::{self, OfflineQuestion, ProxyFiles};
 use riskgate::risk::RecommendationType;
 use riskgate::server::{self, App};
+use riskgate::shutdown;
 use riskgate::telemetry::{self, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,10 +55,20 @@ enum Command {
         #[arg(long, env = "RISKGATE_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
         audit: bool,
     },
-    /// Validate config, routes, schema, entities and policies; exit non-zero on problems.
+    /// Validate config, routes, schema, entities and policies (live and shadow), and that
+    /// the risk budget fits the proxy's ext_authz timeout; exit non-zero with `file:line`
+    /// messages on problems.
     Validate {
         #[command(flatten)]
         config: ConfigArg,
+        /// Envoy config whose `envoy.filters.http.ext_authz` `grpc_service.timeout` must
+        /// exceed `risk.budget_ms + risk.deadline_reserve_ms` (repeatable).
+        #[arg(long = "envoy-config", value_name = "FILE")]
+        envoy: Vec<PathBuf>,
+        /// Istio mesh config (IstioOperator, Helm values or the `istio` ConfigMap) whose
+        /// `extensionProviders[].envoyExtAuthzGrpc.timeout` must fit the budget (repeatable).
+        #[arg(long = "istio-config", value_name = "FILE")]
+        istio: Vec<PathBuf>,
     },
     /// Decide one request offline and print the decision and the determining policies.
     Check {
@@ -126,53 +137,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit,
         } => {
             telemetry::init_logging(log_format);
-            let mut config = Config::load(&config.config)?;
-            if let Some(a) = grpc_listen {
-                config.listen.grpc = a;
-            }
-            if let Some(a) = admin_listen {
-                config.listen.admin = a;
-            }
             let sink = if audit {
                 AuditSink::spawn(tokio::io::stdout(), 10_000)
             } else {
                 AuditSink::disabled()
             };
-            let app = App::build(&config, sink)?;
-            let bound = server::bind(app, config.listen.grpc, config.listen.admin).await?;
-            tracing::info!(grpc = %bound.grpc_addr, admin = %bound.admin_addr, "riskgate listening");
-            bound
-                .serve(shutdown_signal())
-                .await
-                .context("server failed")?;
-            tracing::info!("riskgate stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Validate { config } => {
-            let loaded = Config::load(&config.config).and_then(|c| {
-                c.risk.as_ref().map(|r| r.host_root()).transpose()?;
-                Ok(c)
-            });
-            let config = match loaded {
-                Ok(c) => c,
+            // Invalid config or policies: exit non-zero with file:line messages, never ready.
+            let app = match App::from_file(&config.config, sink) {
+                Ok(app) => app,
                 Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::FAILURE);
+                    tracing::error!(error = %e, "cannot start");
+                    return Err(e.into());
                 }
             };
-            match server::load_snapshot(&config) {
-                Ok(s) => {
-                    println!(
-                        "ok: {} routes, {} policies",
-                        s.routes.routes().len(),
-                        s.policies.policy_count()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::FAILURE)
-                }
+            let grpc = grpc_listen.unwrap_or(app.config.listen.grpc);
+            let admin = admin_listen.unwrap_or(app.config.listen.admin);
+            shutdown::reload_on_hangup(app.reloader.clone());
+            let bound = server::bind(app, grpc, admin).await?;
+            tracing::info!(grpc = %bound.grpc_addr, admin = %bound.admin_addr, "riskgate listening");
+            bound
+                .serve(shutdown::terminate())
+                .await
+                .context("server failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate {
+            config,
+            envoy,
+            istio,
+        } => {
+            let report = offline::validate(&config.config, &ProxyFiles { envoy, istio });
+            for problem in &report.problems {
+                eprintln!("{problem}");
+            }
+            if report.ok() {
+                println!("ok: {}", report.checked.join("; "));
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "{} problem{} found",
+                    report.problems.len(),
+                    if report.problems.len() == 1 { "" } else { "s" }
+                );
+                Ok(ExitCode::FAILURE)
             }
         }
         Command::Check {
@@ -199,8 +206,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 recommendation,
                 challenge_type,
             };
-            let d = offline::decide(&config, &q).await?;
-            let snapshot = server::load_snapshot(&config)?;
+            let answer = offline::decide(&config, &q).await?;
+            let (d, snapshot) = (&answer.decision, &answer.snapshot);
             println!("decision:  {}", d.verdict.label());
             println!("status:    {}", d.verdict.http_status());
             println!("band:      {}", d.band);
@@ -215,34 +222,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let at = snapshot.policies.origin(id).unwrap_or("?");
                 println!("policy:    {id} ({at})");
             }
+            if let (Some(shadow), Some(set)) = (&d.shadow, &snapshot.shadow) {
+                let word = if shadow.shadow_allowed {
+                    "allow"
+                } else {
+                    "deny"
+                };
+                let agree = if shadow.disagrees() {
+                    "DISAGREES"
+                } else {
+                    "agrees"
+                };
+                println!("shadow:    {word} ({agree} with the live policies)");
+                for id in &shadow.policies {
+                    let at = set.origin(id).unwrap_or("?");
+                    println!("shadow policy: {id} ({at})");
+                }
+            }
             Ok(if d.verdict.http_status() == 200 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)
             })
         }
-    }
-}
-
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

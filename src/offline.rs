@@ -1,9 +1,13 @@
-//! `riskgate check`: one decision without any server or risk API, like `opa eval` — for
-//! policy authors and CI. The recommendation is synthesised from the given score and type,
-//! bound to the route and principal so binding checks pass.
+//! The offline commands, for policy authors and CI (no server, no risk API):
+//!
+//! * `riskgate check` — one decision, like `opa eval`. The recommendation is synthesised
+//!   from the given score and type, bound to the route and principal so binding checks pass.
+//! * `riskgate validate` — config, routes, schema, entities, live and shadow policies, and
+//!   optionally that the risk budget fits under the proxy's ext_authz timeout.
 
-use crate::config::Config;
-use crate::decide::{DecideSettings, Decider};
+use crate::config::proxy::{self, ProxyKind};
+use crate::config::{Config, ConfigError};
+use crate::decide::{DecideSettings, Decider, Snapshot};
 use crate::decision::Decision;
 use crate::request::AccessRequest;
 use crate::risk::assessor::now_ms;
@@ -12,6 +16,7 @@ use crate::risk::{Assessor, Breaker, Recommendation, RecommendationType};
 use crate::routes::Lookup;
 use crate::server::{load_snapshot, StartError};
 use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,8 +49,17 @@ impl RiskSource for Synthetic {
     }
 }
 
+/// An offline decision and the snapshot it was made with (for policy origins).
+#[derive(Debug)]
+pub struct OfflineAnswer {
+    /// The decision.
+    pub decision: Decision,
+    /// Routes and policies used.
+    pub snapshot: Arc<Snapshot>,
+}
+
 /// Decides `q` against the config's routes and policies.
-pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<Decision, StartError> {
+pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswer, StartError> {
     let snapshot = load_snapshot(config)?;
     let action_type = match snapshot.routes.lookup(&q.host, &q.method, &q.path, false) {
         Ok(Lookup::Matched { route, .. }) => {
@@ -93,5 +107,95 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<Decision, St
         req.metadata.insert(src.namespace.clone(), ns);
     }
     let decider = Decider::new(settings, snapshot, Some(Arc::new(assessor)));
-    Ok(decider.decide(&req).await)
+    let decision = decider.decide(&req).await;
+    Ok(OfflineAnswer {
+        decision,
+        snapshot: decider.snapshot(),
+    })
+}
+
+/// Proxy configs whose ext_authz timeout the risk budget must fit under.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyFiles {
+    /// Standalone Envoy configs.
+    pub envoy: Vec<PathBuf>,
+    /// Istio mesh configs.
+    pub istio: Vec<PathBuf>,
+}
+
+/// What `riskgate validate` found.
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// One line per problem, `file:line: message` where a line is known.
+    pub problems: Vec<String>,
+    /// What was checked, for the success message.
+    pub checked: Vec<String>,
+}
+
+impl Validation {
+    /// No problem found.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Validates everything `riskgate serve` would load, plus the proxies' timeouts.
+pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
+    let mut v = Validation::default();
+    let config = match Config::load(config_path).and_then(|c| {
+        c.risk.as_ref().map(|r| r.host_root()).transpose()?;
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            v.problems.push(match e {
+                ConfigError::Field { .. } => format!("{}: {e}", config_path.display()),
+                other => other.to_string(),
+            });
+            return v;
+        }
+    };
+    match load_snapshot(&config) {
+        Ok(s) => {
+            v.checked
+                .push(format!("{} routes", s.routes.routes().len()));
+            v.checked
+                .push(format!("{} policies", s.policies.policy_count()));
+            if let Some(shadow) = &s.shadow {
+                v.checked
+                    .push(format!("{} shadow policies", shadow.policy_count()));
+            }
+        }
+        Err(StartError::Policy(e)) => v.problems.extend(e.0.iter().map(ToString::to_string)),
+        Err(StartError::Config(e)) => v.problems.push(format!("{}: {e}", config_path.display())),
+        Err(e) => v.problems.push(e.to_string()),
+    }
+    let (budget_ms, reserve_ms) = config
+        .risk
+        .as_ref()
+        .map_or((0, 0), |r| (r.budget_ms, r.deadline_reserve_ms));
+    let files = proxies
+        .envoy
+        .iter()
+        .map(|p| (p, ProxyKind::Envoy))
+        .chain(proxies.istio.iter().map(|p| (p, ProxyKind::Istio)));
+    for (path, kind) in files {
+        match proxy::timeouts(path, kind) {
+            Ok(timeouts) => {
+                let problems = proxy::check_budget(&timeouts, budget_ms, reserve_ms);
+                if problems.is_empty() {
+                    for t in &timeouts {
+                        v.checked.push(format!(
+                            "{} {} ms fits risk budget {budget_ms} ms + reserve {reserve_ms} ms",
+                            t.what,
+                            t.timeout.as_millis()
+                        ));
+                    }
+                }
+                v.problems.extend(problems.iter().map(ToString::to_string));
+            }
+            Err(problems) => v.problems.extend(problems.iter().map(ToString::to_string)),
+        }
+    }
+    v
 }

@@ -1,5 +1,10 @@
 //! Wiring: builds the decider from the config, binds the gRPC and admin listeners, and runs
-//! until shutdown, draining in-flight Checks.
+//! until shutdown, watching the policy inputs and draining in-flight Checks at the end.
+//!
+//! A process whose config, routes, schema, entities or policies are invalid at start-up
+//! never binds: [`App::build`] fails with `file:line` messages and `riskgate serve` exits
+//! non-zero, so it never becomes ready (Kubernetes restarts it with back-off while the old
+//! replicas keep serving).
 
 use crate::admin::{self, AdminState};
 use crate::audit::AuditSink;
@@ -8,14 +13,22 @@ use crate::config::{Config, ConfigError};
 use crate::decide::{DecideSettings, Decider, Snapshot};
 use crate::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::policy::{PolicyError, PolicySnapshot};
+use crate::reload::{self, ReloadSource, Reloader};
 use crate::risk::{self, token::TokenManager};
 use crate::routes::RouteTable;
+use crate::shutdown::{reached, Phase};
 use crate::telemetry::Metrics;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tracing::Instrument as _;
 
 /// Why riskgate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +50,7 @@ pub enum StartError {
     },
 }
 
-/// Compiles routes and loads the policy set named by the config.
+/// Compiles routes and loads the policy set (and the shadow set, if any) the config names.
 pub fn load_snapshot(config: &Config) -> Result<Snapshot, StartError> {
     let routes = RouteTable::build(&config.routes, &config.hosts, config.default)?;
     let policies = PolicySnapshot::load(
@@ -46,7 +59,17 @@ pub fn load_snapshot(config: &Config) -> Result<Snapshot, StartError> {
         config.policies.entities.as_deref(),
         routes.routes(),
     )?;
-    Ok(Snapshot { routes, policies })
+    let shadow = config
+        .policies
+        .shadow_dir
+        .as_deref()
+        .map(|dir| policies.with_policies_from(dir))
+        .transpose()?;
+    Ok(Snapshot {
+        routes,
+        policies,
+        shadow,
+    })
 }
 
 /// A built riskgate, ready to bind.
@@ -55,18 +78,37 @@ pub struct App {
     pub decider: Arc<Decider>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Readiness flag.
+    /// Readiness flag: config, policies and entities loaded, and not draining.
     pub ready: Arc<AtomicBool>,
     /// Audit sink.
     pub audit: AuditSink,
     /// The OAuth token manager (kept alive for its refresher).
     pub tokens: Option<Arc<TokenManager>>,
+    /// Hot reload of policies and routes (file watch, [`Reloader::trigger`] on SIGHUP).
+    pub reloader: Arc<Reloader>,
+    /// The configuration the process started with.
+    pub config: Config,
 }
 
 impl App {
-    /// Builds everything from a validated config (no listener bound yet).
+    /// Builds everything from a validated in-memory config (no listener bound yet). The
+    /// policy files it names are watched; its routes are fixed.
     pub fn build(config: &Config, audit: AuditSink) -> Result<App, StartError> {
-        let snapshot = load_snapshot(config)?;
+        App::from_source(ReloadSource::Fixed(Box::new(config.clone())), audit)
+    }
+
+    /// Loads the config file and builds everything from it; the file itself is watched too,
+    /// so routes, hosts and the default answer reload with the policies.
+    pub fn from_file(path: &Path, audit: AuditSink) -> Result<App, StartError> {
+        App::from_source(ReloadSource::File(path.to_owned()), audit)
+    }
+
+    fn from_source(source: ReloadSource, audit: AuditSink) -> Result<App, StartError> {
+        let reload::Loaded {
+            config,
+            snapshot,
+            fingerprint,
+        } = reload::load_initial(&source)?;
         let (assessor, tokens) = match &config.risk {
             Some(risk) => {
                 let (a, t) = risk::build_assessor(risk)?;
@@ -75,16 +117,26 @@ impl App {
             None => (None, None),
         };
         let decider = Arc::new(Decider::new(
-            DecideSettings::from_config(config),
+            DecideSettings::from_config(&config),
             snapshot,
             assessor,
         ));
+        let metrics = Arc::new(Metrics::new());
+        let reloader = Arc::new(Reloader::new(
+            source,
+            &config,
+            fingerprint,
+            decider.clone(),
+            metrics.clone(),
+        ));
         Ok(App {
             decider,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             ready: Arc::new(AtomicBool::new(false)),
             audit,
             tokens,
+            reloader,
+            config,
         })
     }
 }
@@ -129,8 +181,13 @@ pub async fn bind(app: App, grpc: SocketAddr, admin: SocketAddr) -> Result<Bound
     })
 }
 
+type Authz = AuthorizationServer<AuthzService>;
+
 impl Bound {
-    /// Serves until `shutdown` resolves, then reports not-ready and drains in-flight Checks.
+    /// Serves until `shutdown` resolves, then stops gracefully (see [`crate::shutdown`]):
+    /// not ready and gRPC health NOT_SERVING at once, still answering for
+    /// `shutdown.drain_ms`, then no new connections and up to `shutdown.grace_ms` for
+    /// in-flight Checks. Watches the policy inputs meanwhile.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -139,40 +196,39 @@ impl Bound {
             app, grpc, admin, ..
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<AuthorizationServer<AuthzService>>()
-            .await;
+        health_reporter.set_serving::<Authz>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(std::io::Error::other)?;
         let service =
             AuthzService::new(app.decider.clone(), app.metrics.clone(), app.audit.clone());
+        let (phase_tx, phase) = watch::channel(Phase::Serving);
+        let grace = app.config.shutdown.grace();
 
-        let ready = app.ready.clone();
-        let metrics = app.metrics.clone();
-        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-        let reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            ready.store(false, Ordering::Release);
-            metrics.ready.set(0);
-            reporter
-                .set_not_serving::<AuthorizationServer<AuthzService>>()
-                .await;
-            let _ = drain_tx.send(true);
-        });
-
+        let stopper = tokio::spawn(
+            stop_sequence(
+                shutdown,
+                phase_tx,
+                app.ready.clone(),
+                app.metrics.clone(),
+                health_reporter,
+                app.config.shutdown.drain(),
+            )
+            .instrument(tracing::info_span!("shutdown")),
+        );
+        let watcher = tokio::spawn(app.reloader.clone().run(
+            app.config.reload.poll(),
+            reached(phase.clone(), Phase::Draining),
+        ));
         let admin_state = AdminState {
             metrics: app.metrics.clone(),
             ready: app.ready.clone(),
         };
-        let mut admin_drain = drain_rx.clone();
+        let admin_stop = reached(phase.clone(), Phase::Stopping);
         let admin_task = tokio::spawn(async move {
             axum::serve(admin, admin::router(admin_state))
-                .with_graceful_shutdown(async move {
-                    let _ = admin_drain.wait_for(|d| *d).await;
-                })
+                .with_graceful_shutdown(admin_stop)
                 .await
         });
 
@@ -183,16 +239,58 @@ impl Bound {
             "riskgate ready"
         );
 
-        let mut grpc_drain = drain_rx;
-        let result = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AuthorizationServer::new(service))
-            .serve_with_incoming_shutdown(grpc, async move {
-                let _ = grpc_drain.wait_for(|d| *d).await;
-            })
-            .await;
-        let _ = admin_task.await;
-        result.map_err(std::io::Error::other)
+            .serve_with_incoming_shutdown(grpc, reached(phase.clone(), Phase::Stopping));
+        let grace_over = async {
+            reached(phase.clone(), Phase::Stopping).await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            r = server => r.map_err(std::io::Error::other),
+            () = grace_over => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over with Checks still in flight; exiting anyway");
+                Ok(())
+            }
+        };
+        watcher.abort();
+        stopper.abort();
+        // The admin port closes with the gRPC port; do not wait on idle keep-alive clients.
+        if tokio::time::timeout(Duration::from_millis(200), &mut Box::pin(admin_task))
+            .await
+            .is_err()
+        {
+            tracing::debug!("admin server did not stop in time; dropped");
+        }
+        tracing::info!("riskgate stopped");
+        result
     }
+}
+
+/// Waits for `shutdown`, reports not ready, drains, then lets the servers stop.
+async fn stop_sequence(
+    shutdown: impl Future<Output = ()>,
+    phase: watch::Sender<Phase>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    health: HealthReporter,
+    drain: Duration,
+) {
+    shutdown.await;
+    ready.store(false, Ordering::Release);
+    metrics.ready.set(0);
+    health.set_not_serving::<Authz>().await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let _ = phase.send(Phase::Draining);
+    tracing::info!(
+        drain_ms = drain.as_millis() as u64,
+        "shutting down: not ready, still answering while load balancers notice"
+    );
+    tokio::time::sleep(drain).await;
+    tracing::info!("drain over: no new connections; finishing in-flight Checks");
+    let _ = phase.send(Phase::Stopping);
 }

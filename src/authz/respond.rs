@@ -115,6 +115,8 @@ fn allow(d: &Decision) -> CheckResponse {
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: set,
             headers_to_remove,
+            // The opaque decision id lets support staff find the audit line; nothing more.
+            response_headers_to_add: vec![header("x-riskgate-decision-id", &d.id)],
             ..Default::default()
         })),
         dynamic_metadata: Some(dynamic_metadata(d)),
@@ -287,6 +289,10 @@ mod tests {
             Some("User::\"u1\"")
         );
         assert_eq!(ok.headers_to_remove, vec!["x-user-id".to_string()]);
+        assert_eq!(
+            header_value(&ok.response_headers_to_add, "x-riskgate-decision-id"),
+            Some(d.id.as_str())
+        );
     }
 
     #[test]

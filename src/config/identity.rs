@@ -6,7 +6,7 @@ use serde::Deserialize;
 /// How riskgate learns who the caller is. Only sources written by the proxy after
 /// verification count: Envoy's `jwt_authn` metadata, or a header the config explicitly
 /// names as proxy-written (Istio's `outputPayloadToHeader`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// Envoy `jwt_authn` `payload_in_metadata`, read from the Check's `metadata_context`.
@@ -40,7 +40,7 @@ impl Default for IdentityConfig {
 }
 
 /// Location of the verified JWT payload in `metadata_context.filter_metadata`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtMetadataSource {
     /// Filter namespace, normally `envoy.filters.http.jwt_authn`.
@@ -52,7 +52,7 @@ pub struct JwtMetadataSource {
 }
 
 /// A proxy-written identity header.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedHeader {
     /// Header name (case-insensitive).
@@ -74,7 +74,7 @@ pub enum TrustedHeaderFormat {
 }
 
 /// A claim that proves step-up authentication.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpConfig {
     /// Claim name, e.g. `amr` or `acr`.

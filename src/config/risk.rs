@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// Settings for the Transmit-compatible recommendations API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RiskConfig {
     /// A documented region; ignored when `base_url` is set.
@@ -93,7 +93,7 @@ impl Region {
 }
 
 /// Recommendation cache sizing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Entry lifetime.
@@ -128,7 +128,7 @@ pub enum FailMode {
 
 /// Score → band thresholds: low `[0, medium_from)`, medium `[medium_from, high_from)`,
 /// high `[high_from, 100]`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BandThresholds {
     /// First score that is medium.
@@ -149,7 +149,7 @@ impl Default for BandThresholds {
 }
 
 /// Circuit breaker thresholds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive outages that open the breaker.
@@ -170,7 +170,7 @@ impl Default for BreakerConfig {
 }
 
 /// OAuth2 token refresh timing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRefreshConfig {
     /// Refresh when this share (percent) of the token's lifetime has passed.

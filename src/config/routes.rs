@@ -4,7 +4,7 @@ use super::{ConfigError, FailMode};
 use serde::Deserialize;
 
 /// One route. Paths are templates with `{name}` segments (e.g. `/accounts/{account_id}/withdraw`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Host the route applies to (no port); absent = any host without its own match.
@@ -38,7 +38,7 @@ pub struct RouteConfig {
 }
 
 /// How the resource entity is formed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
     /// Cedar entity type, e.g. `Account`.
@@ -77,7 +77,7 @@ pub enum DefaultAnswer {
 }
 
 /// Settings for one host.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// Host name (no port).

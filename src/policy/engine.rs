@@ -110,6 +110,19 @@ impl PolicySnapshot {
         Ok(snapshot)
     }
 
+    /// A snapshot with the same schema and entities as this one and the policies of `dir`
+    /// (strictly validated, unique `@id`s): the shadow set.
+    pub fn with_policies_from(&self, dir: &Path) -> Result<PolicySnapshot, PolicyError> {
+        let (policies, origins) = load::load_policy_set(dir, &self.schema)?;
+        Ok(PolicySnapshot {
+            schema: self.schema.clone(),
+            policies,
+            entities: self.entities.clone(),
+            read_actions: self.read_actions.clone(),
+            origins,
+        })
+    }
+
     fn from_loaded(loaded: Loaded) -> Result<PolicySnapshot, PolicyError> {
         let Loaded {
             schema,

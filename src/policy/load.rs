@@ -94,8 +94,7 @@ pub fn load(
     entities_path: Option<&Path>,
 ) -> Result<Loaded, PolicyError> {
     let schema = load_schema(schema_path)?;
-    let (policies, origins, texts) = load_policies(dir)?;
-    validate(&schema, &policies, &texts)?;
+    let (policies, origins) = load_policy_set(dir, &schema)?;
     let entities = match entities_path {
         Some(path) => load_entities(path, &schema)?,
         None => Entities::empty(),
@@ -106,6 +105,17 @@ pub fn load(
         entities,
         origins,
     })
+}
+
+/// Parses every `*.cedar` file in `dir` (unique `@id`s) and validates the set strictly
+/// against `schema`. Returns the set and where each policy came from.
+pub fn load_policy_set(
+    dir: &Path,
+    schema: &Schema,
+) -> Result<(PolicySet, HashMap<String, String>), PolicyError> {
+    let (policies, origins, texts) = load_policies(dir)?;
+    validate(schema, &policies, &texts)?;
+    Ok((policies, origins))
 }
 
 /// Parses the `.cedarschema` file.
@@ -128,7 +138,8 @@ pub fn load_schema(path: &Path) -> Result<Schema, PolicyError> {
 
 type PolicyTexts = HashMap<String, (PathBuf, String)>;
 
-fn cedar_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+/// The `*.cedar` files of a policy directory, sorted (symlinks followed).
+pub fn cedar_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         PolicyError(vec![problem(
             dir,

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 /// SHA-256 of an action token.
 pub type TokenKey = [u8; 32];
@@ -36,6 +37,12 @@ impl Expiry<TokenKey, Cached> for PerEntryTtl {
     fn expire_after_create(&self, _: &TokenKey, value: &Cached, _: Instant) -> Option<Duration> {
         Some(value.ttl)
     }
+}
+
+/// Told about every real API call (not cache hits), for metrics.
+pub trait RiskObserver: Send + Sync + 'static {
+    /// One call finished with `result` (`ok` or a [`FetchError::label`]) after `elapsed`.
+    fn api_call(&self, result: &'static str, elapsed: Duration);
 }
 
 /// A recommendation for this request.
@@ -71,6 +78,7 @@ pub struct Assessor {
     uses: moka::sync::Cache<TokenKey, Arc<AtomicU32>>,
     breaker: Arc<Breaker>,
     settings: AssessorSettings,
+    observer: std::sync::OnceLock<Arc<dyn RiskObserver>>,
 }
 
 impl std::fmt::Debug for Assessor {
@@ -114,7 +122,13 @@ impl Assessor {
             uses,
             breaker,
             settings,
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports API calls to `observer` (set once, e.g. by the metrics).
+    pub fn set_observer(&self, observer: Arc<dyn RiskObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// The breaker (for metrics).
@@ -169,8 +183,17 @@ impl Assessor {
             return Err(FetchError::BreakerOpen);
         }
         let mut guard = OutcomeGuard(Some(&self.breaker));
-        let result = self.source.fetch(action_token).await;
+        let started = Instant::now();
+        let result = self
+            .source
+            .fetch(action_token)
+            .instrument(tracing::debug_span!("risk_api_call"))
+            .await;
         guard.0 = None;
+        if let Some(o) = self.observer.get() {
+            let label = result.as_ref().map_or_else(FetchError::label, |_| "ok");
+            o.api_call(label, started.elapsed());
+        }
         match &result {
             Ok(_) | Err(FetchError::Rejected(_)) => self.breaker.on_success(),
             Err(_) => self.breaker.on_outage(),

@@ -40,8 +40,11 @@ pub struct Metrics {
     cache: Family<ResultLabels, Counter>,
     fail_mode: Family<FailModeLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
+    shadow_disagreements: Family<ShadowLabels, Counter>,
     /// 1 while policies and config are loaded and the server is not draining.
     pub ready: Gauge,
+    /// Risk-side metrics (API calls, scores, reasons, live gauges).
+    pub risk: super::risk_metrics::RiskMetrics,
 }
 
 impl Default for Metrics {
@@ -103,6 +106,20 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when ready to serve Checks", ready.clone());
+        let risk = super::risk_metrics::RiskMetrics::register(&mut registry);
+        // Known label values start at zero so rate() and increase() work from the first event.
+        for result in ["success", "failure"] {
+            let _ = policy_reloads.get_or_create(&ResultLabels { result });
+        }
+        for result in ["hit", "miss"] {
+            let _ = cache.get_or_create(&ResultLabels { result });
+        }
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_disagreements",
+            "Checks where the shadow policy set answered differently from the live set",
+            shadow_disagreements.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -112,7 +129,9 @@ impl Metrics {
             cache,
             fail_mode,
             policy_reloads,
+            shadow_disagreements,
             ready,
+            risk,
         }
     }
 
@@ -144,6 +163,8 @@ impl Metrics {
                 .get_or_create(&FailModeLabels { mode, cause })
                 .inc();
         }
+        self.observe_shadow(d);
+        self.risk.observe(d);
     }
 
     /// Records a policy reload attempt.
@@ -161,6 +182,38 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+// --- Shadow policies (issue 6) ---
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    route: String,
+    live: &'static str,
+    shadow: &'static str,
+}
+
+impl Metrics {
+    /// Counts a shadow disagreement carried by the decision, if any.
+    fn observe_shadow(&self, d: &Decision) {
+        let Some(shadow) = d.shadow.as_ref().filter(|s| s.disagrees()) else {
+            return;
+        };
+        let word = |allowed: bool| if allowed { "allow" } else { "deny" };
+        self.shadow_disagreements
+            .get_or_create(&ShadowLabels {
+                route: d.route.clone().unwrap_or_else(|| "none".into()),
+                live: word(shadow.live_allowed),
+                shadow: word(shadow.shadow_allowed),
+            })
+            .inc();
+    }
+}
+
+impl crate::risk::assessor::RiskObserver for Metrics {
+    fn api_call(&self, result: &'static str, elapsed: std::time::Duration) {
+        self.risk.api_call(result, elapsed);
     }
 }
 

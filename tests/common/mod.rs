@@ -212,6 +212,7 @@ pub async fn start(sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> Running {
         Err(e) => panic!("simulator: {e}"),
     };
     let mut config = example_config(&sim.base_url());
+    config.shutdown.drain_ms = 0; // stop() at once; lifecycle tests set their own
     tweak(&mut config);
     if let Err(e) = config.validate() {
         panic!("tweaked config invalid: {e}");
@@ -319,4 +320,234 @@ fn json_to_value(v: &Value) -> prost_types::Value {
         }),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+// --- Lifecycle fixtures (issue 6): apps from config files, ConfigMap-style mounts ---
+
+/// Binds `app` on loopback ports and serves it until [`Running::stop`].
+pub async fn serve_app(app: App, sim: SimHandle) -> Running {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let bound = match server::bind(app, loopback, loopback).await {
+        Ok(b) => b,
+        Err(e) => panic!("riskgate bind: {e}"),
+    };
+    let (grpc, admin) = (bound.grpc_addr, bound.admin_addr);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bound.serve(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        grpc,
+        admin,
+        sim,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A directory mounted the way the kubelet mounts a ConfigMap: `NAME → ..data/NAME`,
+/// `..data → ..vN/`, and an update is one atomic rename of `..data`.
+pub struct ConfigMapDir {
+    pub path: PathBuf,
+    version: usize,
+}
+
+pub type Files = std::collections::BTreeMap<String, Vec<u8>>;
+
+impl ConfigMapDir {
+    pub fn create(path: &std::path::Path, files: &Files) -> std::io::Result<ConfigMapDir> {
+        std::fs::create_dir_all(path)?;
+        let mut dir = ConfigMapDir {
+            path: path.to_owned(),
+            version: 0,
+        };
+        dir.swap(files)?;
+        Ok(dir)
+    }
+
+    /// Publishes `files` as the new content, atomically (like kubelet's AtomicWriter).
+    pub fn swap(&mut self, files: &Files) -> std::io::Result<()> {
+        use std::os::unix::fs::symlink;
+        let old = format!("..v{}", self.version);
+        self.version += 1;
+        let new = format!("..v{}", self.version);
+        std::fs::create_dir(self.path.join(&new))?;
+        for (name, content) in files {
+            std::fs::write(self.path.join(&new).join(name), content)?;
+        }
+        let tmp = self.path.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        symlink(&new, &tmp)?;
+        std::fs::rename(&tmp, self.path.join("..data"))?;
+        for name in files.keys() {
+            let link = self.path.join(name);
+            if link.symlink_metadata().is_err() {
+                symlink(format!("..data/{name}"), link)?;
+            }
+        }
+        for entry in std::fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..") && !files.contains_key(&name) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        if self.version > 1 {
+            std::fs::remove_dir_all(self.path.join(old))?;
+        }
+        Ok(())
+    }
+}
+
+/// The shipped example policies (`policies/`), by file name.
+pub fn example_policies() -> Files {
+    let mut files = Files::new();
+    let entries = match std::fs::read_dir(repo("policies")) {
+        Ok(e) => e,
+        Err(e) => panic!("read policies/: {e}"),
+    };
+    for entry in entries.flatten() {
+        if let Ok(content) = std::fs::read(entry.path()) {
+            files.insert(entry.file_name().to_string_lossy().into_owned(), content);
+        }
+    }
+    files
+}
+
+/// A lifecycle test fixture file (`tests/data/lifecycle/NAME`).
+pub fn lifecycle_data(name: &str) -> Vec<u8> {
+    match std::fs::read(repo("tests/data/lifecycle").join(name)) {
+        Ok(c) => c,
+        Err(e) => panic!("read tests/data/lifecycle/{name}: {e}"),
+    }
+}
+
+/// The workspace's `policies:` value: the ConfigMap-mounted copy of the example policies.
+pub const DEFAULT_POLICIES: &str =
+    "{ dir: policies, schema: policies/schema.cedarschema, entities: policies/entities.json }";
+
+/// A temp dir with `riskgate.yaml` (from `tests/data/lifecycle/riskgate.yaml`) and the
+/// example policies under `policies/` as a ConfigMap mount.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub policies: ConfigMapDir,
+    pub config: PathBuf,
+    sim_url: String,
+}
+
+impl Workspace {
+    /// `extra` is YAML appended to the config (e.g. `reload: { poll_ms: 20 }`); without a
+    /// `shutdown:` of its own the config gets `shutdown: { drain_ms: 0 }`.
+    pub fn new(sim_url: &str, extra: &str) -> Workspace {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        };
+        let policies = match ConfigMapDir::create(&dir.path().join("policies"), &example_policies())
+        {
+            Ok(p) => p,
+            Err(e) => panic!("configmap dir: {e}"),
+        };
+        let ws = Workspace {
+            config: dir.path().join("riskgate.yaml"),
+            dir,
+            policies,
+            sim_url: sim_url.to_owned(),
+        };
+        ws.write_config(extra);
+        ws
+    }
+
+    /// Rewrites the config with `extra` appended to the template.
+    pub fn write_config(&self, extra: &str) {
+        self.write_config_with(DEFAULT_POLICIES, extra);
+    }
+
+    /// Rewrites the config with `policies` (a YAML flow mapping) and `extra`.
+    pub fn write_config_with(&self, policies: &str, extra: &str) {
+        let secret = self.dir.path().join("client-secret");
+        let template = String::from_utf8_lossy(&lifecycle_data("riskgate.yaml")).into_owned();
+        let text = template
+            .replace("POLICIES", policies)
+            .replace("SIM_URL", &self.sim_url)
+            .replace("SECRET_FILE", &secret.to_string_lossy());
+        // No drain unless the test asks for one, so stop() is immediate.
+        let shutdown = if extra.contains("shutdown:") {
+            ""
+        } else {
+            "shutdown: { drain_ms: 0 }"
+        };
+        let written = std::fs::write(&secret, "sim-secret\n")
+            .and_then(|()| std::fs::write(&self.config, format!("{text}\n{extra}\n{shutdown}\n")));
+        if let Err(e) = written {
+            panic!("write config: {e}");
+        }
+    }
+
+    /// Writes a plain (non-ConfigMap) policy directory `name` with `files`; returns its path.
+    pub fn plain_dir(&self, name: &str, files: &Files) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let written = std::fs::create_dir_all(&path).and_then(|()| {
+            files
+                .iter()
+                .try_for_each(|(n, c)| std::fs::write(path.join(n), c))
+        });
+        if let Err(e) = written {
+            panic!("write {name}: {e}");
+        }
+        path
+    }
+}
+
+/// `GET http://addr/path` → (status, body), over a raw HTTP/1.0 exchange.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: riskgate\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
+    };
+    let raw = match exchange.await {
+        Ok(r) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample in a Prometheus text exposition (0 when absent).
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Polls `check` every 10 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -1,0 +1,279 @@
+//! Benchmarks of the decision path, each beside a baseline measured in the same run so the
+//! README can report ratios rather than machine-dependent absolute times:
+//!
+//! * `cedar/*`: `decide()` on a risk-off route vs Cedar's own `is_authorized` on the same
+//!   policy set, with the example policies and with 1,000 generated policies added;
+//! * `risk/cache_hit`: a Check whose recommendation is cached vs the same decision on a
+//!   route without risk (what the cache adds);
+//! * `risk/cache_miss`: a Check that fetches from the API simulator on loopback vs a plain
+//!   HTTP GET of the same recommendation (what riskgate adds to the API's own latency).
+
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, Schema};
+use criterion::{criterion_group, criterion_main, Criterion};
+use riskgate::audit::AuditSink;
+use riskgate::config::Config;
+use riskgate::decide::Decider;
+use riskgate::request::AccessRequest;
+use riskgate::server::App;
+use riskgate::simulator::{self, ScriptedAction, SimConfig};
+use serde_json::{json, Map, Value};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+fn repo(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// The example config, optionally with `extra` generated policies in a copy of the policy dir.
+fn config(risk_base_url: &str, extra: usize, dir: &Path) -> Config {
+    let mut config = match Config::load(&repo("deploy/riskgate.yaml")) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let _ = std::fs::create_dir_all(dir);
+    for entry in std::fs::read_dir(repo("policies"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::copy(entry.path(), dir.join(entry.file_name()));
+    }
+    let generated: String = (0..extra)
+        .map(|i| {
+            format!(
+                "@id(\"generated-{i}\")\npermit (principal == User::\"gen-user-{i}\", action == Action::\"view_balance\", resource == Account::\"gen-acct-{i}\")\nwhen {{ context.risk.band == \"low\" && context.risk.score < {} }};\n",
+                i % 100
+            )
+        })
+        .collect();
+    let _ = std::fs::write(dir.join("generated.cedar"), generated);
+    config.policies.dir = dir.to_owned();
+    let secret = dir.join("secret");
+    let _ = std::fs::write(&secret, "sim-secret");
+    if let Some(r) = config.risk.as_mut() {
+        r.base_url = Some(risk_base_url.to_owned());
+        r.client_id = Some("riskgate-test".into());
+        r.client_secret_file = Some(secret);
+    }
+    // A risk-off copy of the balance route, for the core-only measurements.
+    let mut off = config.routes[1].clone();
+    off.path = "/core/{account_id}/balance".into();
+    off.risk = riskgate::config::RiskMode::Off;
+    config.routes.push(off);
+    config
+}
+
+fn user_request(method: &str, path: &str, token: Option<&str>) -> AccessRequest {
+    let mut req = AccessRequest::new(method, path);
+    req.host = "bank.example".into();
+    if let Some(t) = token {
+        req.headers.insert("x-action-token".into(), t.into());
+    }
+    let mut ns = Map::new();
+    ns.insert("jwt_payload".into(), json!({ "sub": "u1", "amr": ["pwd"] }));
+    req.metadata
+        .insert("envoy.filters.http.jwt_authn".into(), ns);
+    req
+}
+
+/// Cedar alone: parse the same files, build the same request, call `is_authorized`.
+struct RawCedar {
+    request: Request,
+    policies: PolicySet,
+    entities: Entities,
+}
+
+fn raw_cedar(dir: &Path) -> RawCedar {
+    let schema_text = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap_or_default();
+    let schema = match Schema::from_cedarschema_str(&schema_text) {
+        Ok((s, _)) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let mut policies = PolicySet::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    let mut n = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let set: PolicySet = text.parse().unwrap_or_else(|e| panic!("{e}"));
+        for p in set.policies() {
+            n += 1;
+            let _ = policies.add(p.new_id(cedar_policy::PolicyId::new(format!("p{n}"))));
+        }
+    }
+    let entities_text = std::fs::read_to_string(dir.join("entities.json")).unwrap_or_default();
+    let entities =
+        Entities::from_json_str(&entities_text, Some(&schema)).unwrap_or_else(|e| panic!("{e}"));
+    let uid = |t: &str, id: &str| -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            cedar_policy::EntityTypeName::from_str(t).unwrap_or_else(|e| panic!("{e}")),
+            cedar_policy::EntityId::new(id),
+        )
+    };
+    let action = uid("Action", "view_balance");
+    let context = Context::from_json_value(
+        json!({
+            "risk": { "present": false, "score": 0, "band": "unassessed", "recommendation": "NONE", "reasons": [] },
+            "request": { "method": "GET", "path": "/core/a1/balance", "host": "bank.example", "ip": "" }
+        }),
+        Some((&schema, &action)),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let request = Request::new(
+        uid("User", "u1"),
+        action,
+        uid("Account", "a1"),
+        context,
+        Some(&schema),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    RawCedar {
+        request,
+        policies,
+        entities,
+    }
+}
+
+fn build_decider(config: &Config) -> Arc<Decider> {
+    match App::build(config, AuditSink::disabled()) {
+        Ok(app) => app.decider,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    let sim = match rt.block_on(simulator::start(
+        SimConfig::default(),
+        ([127, 0, 0, 1], 0).into(),
+    )) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let tmp = std::env::temp_dir().join(format!("riskgate-bench-{}", std::process::id()));
+
+    let mut cedar = c.benchmark_group("cedar");
+    for (label, extra) in [("example", 0usize), ("1000_generated", 1000)] {
+        let dir = tmp.join(label);
+        let config = config(&sim.base_url(), extra, &dir);
+        let decider = rt.block_on(async { build_decider(&config) });
+        let req = user_request("GET", "/core/a1/balance", None);
+        let verdict = rt.block_on(decider.decide(&req)).verdict;
+        assert_eq!(
+            verdict,
+            riskgate::decision::Verdict::Allow,
+            "bench request must be allowed"
+        );
+        cedar.bench_function(format!("decide/{label}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(decider.decide(black_box(&req)).await) })
+        });
+        let raw = raw_cedar(&dir);
+        let authorizer = Authorizer::new();
+        cedar.bench_function(format!("is_authorized/{label}"), |b| {
+            b.iter(|| {
+                black_box(authorizer.is_authorized(&raw.request, &raw.policies, &raw.entities))
+            })
+        });
+    }
+    cedar.finish();
+
+    let config = config(&sim.base_url(), 0, &tmp.join("risk"));
+    let decider = rt.block_on(async { build_decider(&config) });
+    let mut risk = c.benchmark_group("risk");
+    sim.script(
+        "cached",
+        ScriptedAction {
+            action_type: "login".into(),
+            user_id: Some("u1".into()),
+            ..ScriptedAction::default()
+        },
+    );
+    let cached = user_request("GET", "/accounts/a1/balance", Some("cached"));
+    let warm = rt.block_on(decider.decide(&cached));
+    assert_eq!(
+        warm.verdict,
+        riskgate::decision::Verdict::Allow,
+        "{:?}",
+        warm.verdict
+    );
+    risk.bench_function("cache_hit_check", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(decider.decide(black_box(&cached)).await) })
+    });
+    let core = user_request("GET", "/core/a1/balance", None);
+    risk.bench_function("core_decision_no_risk", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(decider.decide(black_box(&core)).await) })
+    });
+
+    // Cache misses: a fresh token each iteration, scripted up front.
+    let counter = AtomicU64::new(0);
+    for i in 0..200_000u64 {
+        sim.script(
+            &format!("m{i}"),
+            ScriptedAction {
+                action_type: "login".into(),
+                user_id: Some("u1".into()),
+                ..ScriptedAction::default()
+            },
+        );
+    }
+    risk.bench_function("cache_miss_check", |b| {
+        b.to_async(&rt).iter(|| {
+            let token = format!("m{}", counter.fetch_add(1, Ordering::Relaxed) % 200_000);
+            let decider = decider.clone();
+            async move {
+                let req = user_request("GET", "/accounts/a1/balance", Some(&token));
+                black_box(decider.decide(&req).await)
+            }
+        })
+    });
+    let http = reqwest::Client::new();
+    let url = format!("{}/risk/v1/recommendation", sim.base_url());
+    let bearer = rt.block_on(async {
+        let r = http
+            .post(format!("{}/oidc/token", sim.base_url()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "riskgate-test"),
+                ("client_secret", "sim-secret"),
+            ])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
+        v["access_token"].as_str().unwrap_or_default().to_owned()
+    });
+    risk.bench_function("simulator_get_alone", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = http
+                .get(&url)
+                .query(&[("action_token", "cached")])
+                .bearer_auth(&bearer)
+                .send()
+                .await;
+            black_box(r.map(|r| r.status()).ok())
+        })
+    });
+    risk.finish();
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+criterion_group!(decide_benches, benches);
+criterion_main!(decide_benches);

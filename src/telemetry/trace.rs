@@ -1,0 +1,195 @@
+//! OpenTelemetry tracing: OTLP export when configured by the standard
+//! `OTEL_EXPORTER_OTLP_*` variables, and continuation of the trace that Envoy forwards in
+//! the checked request's headers (W3C `traceparent`, or B3 single or multi header).
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry::Context;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Whether the environment asks for OTLP trace export.
+pub fn otlp_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+        && std::env::var("OTEL_SDK_DISABLED").map_or(true, |v| v != "true")
+}
+
+/// Builds the OTLP (gRPC) tracer provider from the `OTEL_EXPORTER_OTLP_*` variables and
+/// keeps it for [`shutdown`]. Returns a `tracing` layer feeding it.
+pub fn otlp_layer<S>() -> Result<
+    tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
+    opentelemetry_otlp::ExporterBuildError,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name("riskgate").build())
+        .build();
+    let tracer = provider.tracer("riskgate");
+    let _ = PROVIDER.set(provider);
+    Ok(tracing_opentelemetry::layer().with_tracer(tracer))
+}
+
+/// Flushes and stops the exporter (call before exit).
+pub fn shutdown() {
+    if let Some(p) = PROVIDER.get() {
+        let _ = p.force_flush();
+        let _ = p.shutdown();
+    }
+}
+
+/// Flushes pending spans (tests).
+pub fn flush() {
+    if let Some(p) = PROVIDER.get() {
+        let _ = p.force_flush();
+    }
+}
+
+/// The remote parent carried by request headers, if any, as an OpenTelemetry context.
+pub fn remote_parent(headers: &HashMap<String, String>) -> Option<SpanContext> {
+    traceparent(headers).or_else(|| b3(headers))
+}
+
+/// A context whose parent is the remote span.
+pub fn parent_context(remote: &SpanContext) -> Context {
+    Context::new().with_remote_span_context(remote.clone())
+}
+
+/// W3C `traceparent: 00-<32 hex>-<16 hex>-<2 hex>`.
+fn traceparent(headers: &HashMap<String, String>) -> Option<SpanContext> {
+    let value = headers.get("traceparent")?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2
+        || version == "ff"
+        || trace.len() != 32
+        || span.len() != 16
+        || flags.len() != 2
+    {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    context(trace, span, flags & 1 == 1)
+}
+
+/// B3: single `b3: <trace>-<span>[-<sampled>]` or `x-b3-traceid` / `x-b3-spanid` / `x-b3-sampled`.
+fn b3(headers: &HashMap<String, String>) -> Option<SpanContext> {
+    if let Some(single) = headers.get("b3") {
+        let mut parts = single.trim().split('-');
+        let (trace, span) = (parts.next()?, parts.next()?);
+        let sampled = parts.next().is_none_or(|s| s == "1" || s == "d");
+        return context(&pad_trace(trace), span, sampled);
+    }
+    let trace = headers.get("x-b3-traceid")?;
+    let span = headers.get("x-b3-spanid")?;
+    let sampled = headers
+        .get("x-b3-sampled")
+        .is_none_or(|s| s == "1" || s == "true");
+    context(&pad_trace(trace), span, sampled)
+}
+
+/// 64-bit B3 trace ids are left-padded to 128 bits.
+fn pad_trace(trace: &str) -> String {
+    if trace.len() == 16 {
+        format!("{trace:0>32}")
+    } else {
+        trace.to_owned()
+    }
+}
+
+fn context(trace: &str, span: &str, sampled: bool) -> Option<SpanContext> {
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn w3c_traceparent_is_continued() {
+        let h = headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        let sc = remote_parent(&h);
+        assert_eq!(
+            sc.map(|s| s.trace_id().to_string()).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+    }
+
+    #[test]
+    fn b3_single_and_multi_are_continued() {
+        let single = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")]);
+        assert_eq!(
+            remote_parent(&single)
+                .map(|s| s.span_id().to_string())
+                .as_deref(),
+            Some("e457b5a2e4d86bd1")
+        );
+        let multi = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+        ]);
+        assert_eq!(
+            remote_parent(&multi)
+                .map(|s| s.trace_id().to_string())
+                .as_deref(),
+            Some("0000000000000000463ac35c9f6413ad")
+        );
+    }
+
+    #[test]
+    fn malformed_or_zero_ids_are_ignored() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-zz-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert!(
+                remote_parent(&headers(&[("traceparent", bad)])).is_none(),
+                "{bad}"
+            );
+        }
+    }
+}

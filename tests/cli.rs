@@ -1,0 +1,309 @@
+//! The policy-as-code CLI (issue 6), run as the built binary: `riskgate validate` and
+//! `riskgate check` exit codes and outputs for good and broken inputs.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn riskgate(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_riskgate"))
+        .args(args)
+        .env_remove("RISKGATE_CONFIG")
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run riskgate: {e}"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn shipped_config() -> String {
+    repo("deploy/riskgate.yaml").to_string_lossy().into_owned()
+}
+
+fn data(name: &str) -> String {
+    repo("tests/data/lifecycle")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// A workspace whose policies carry one more file.
+fn workspace_with(name: &str, content: &[u8]) -> Workspace {
+    let mut ws = Workspace::new("http://127.0.0.1:9", "");
+    let mut files = example_policies();
+    files.insert(name.into(), content.to_vec());
+    assert!(ws.policies.swap(&files).is_ok());
+    ws
+}
+
+#[test]
+fn validate_accepts_the_shipped_config_with_its_envoy_and_istio_configs() {
+    let envoy = repo("deploy/envoy/envoy.yaml");
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        &shipped_config(),
+        "--envoy-config",
+        path_str(&envoy),
+        "--istio-config",
+        &data("istio-operator.yaml"),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert!(stdout.contains("policies"), "{stdout}");
+    assert!(
+        stdout.contains("1000 ms fits risk budget 250 ms + reserve 20 ms"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("provider `riskgate`"), "{stdout}");
+}
+
+#[test]
+fn validate_reports_a_broken_policy_with_file_and_line() {
+    let ws = workspace_with("broken.cedar", &lifecycle_data("broken.cedar"));
+    let out = riskgate(&["validate", "-c", path_str(&ws.config)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("broken.cedar:3: "), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn validate_reports_duplicate_policy_ids() {
+    let dup = b"\n@id(\"forbid-high-risk\")\nforbid (principal, action, resource) when { context.risk.score > 99 };\n";
+    let ws = workspace_with("zz-dup.cedar", dup);
+    let out = riskgate(&["validate", "-c", path_str(&ws.config)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("zz-dup.cedar:2: duplicate policy id `forbid-high-risk`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_is_strict_about_the_schema() {
+    let off_schema =
+        b"@id(\"typo\")\npermit (principal, action == Action::\"view_balance\", resource)\nwhen { context.risk.scroe > 1 };\n";
+    let ws = workspace_with("typo.cedar", off_schema);
+    let out = riskgate(&["validate", "-c", path_str(&ws.config)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("typo.cedar:3: policy `typo`"), "{stderr}");
+}
+
+#[test]
+fn validate_checks_a_broken_shadow_set_too() {
+    let ws = Workspace::new("http://127.0.0.1:9", "");
+    let mut files = example_policies();
+    files.retain(|n, _| n.ends_with(".cedar"));
+    files.insert("broken.cedar".into(), lifecycle_data("broken.cedar"));
+    let shadow = ws.plain_dir("shadow", &files);
+    ws.write_config_with(
+        &format!(
+            "{{ dir: policies, schema: policies/schema.cedarschema, shadow_dir: {} }}",
+            shadow.display()
+        ),
+        "",
+    );
+    let out = riskgate(&["validate", "-c", path_str(&ws.config)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("shadow/broken.cedar:3: "), "{stderr}");
+}
+
+#[test]
+fn validate_rejects_a_budget_that_does_not_fit_the_envoy_timeout() {
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        &shipped_config(),
+        "--envoy-config",
+        &data("envoy-timeout-200ms.yaml"),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("envoy-timeout-200ms.yaml:14: ext_authz `grpc_service.timeout` is 200 ms"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("= 270 ms"), "{stderr}");
+}
+
+#[test]
+fn validate_rejects_a_budget_that_does_not_fit_the_istio_timeout() {
+    // The workspace config has a 3000 ms budget; the mesh gives ext_authz 500 ms.
+    let ws = Workspace::new("http://127.0.0.1:9", "");
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        path_str(&ws.config),
+        "--istio-config",
+        &data("istio-operator.yaml"),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "istio-operator.yaml:16: extension provider `riskgate` `envoyExtAuthzGrpc.timeout` is 500 ms"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_reports_proxy_files_without_ext_authz() {
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        &shipped_config(),
+        "--istio-config",
+        &data("envoy-timeout-200ms.yaml"),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no `extensionProviders[].envoyExtAuthzGrpc` found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_names_a_bad_config_field_and_line() {
+    let ws = Workspace::new("http://127.0.0.1:9", "modee: dry_run");
+    let out = riskgate(&["validate", "-c", path_str(&ws.config)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("riskgate.yaml:"), "{stderr}");
+    assert!(stderr.contains("modee"), "{stderr}");
+
+    let ws = Workspace::new("http://127.0.0.1:9", "shutdown: { grace_ms: 0 }");
+    let out = riskgate(&["validate", "-c", path_str(&ws.config)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("shutdown.grace_ms"), "{stderr}");
+}
+
+#[test]
+fn check_prints_an_allow_with_its_determining_policy() {
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--method",
+        "POST",
+        "--path",
+        "/accounts/a1/withdraw",
+        "--principal",
+        "u1",
+        "--risk-score",
+        "12",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("decision:  allow\n"), "{stdout}");
+    assert!(stdout.contains("status:    200\n"), "{stdout}");
+    assert!(stdout.contains("band:      low\n"), "{stdout}");
+    assert!(
+        stdout.contains("policy:    account-owner-write-low-risk (")
+            && stdout.contains("accounts.cedar:10)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_prints_denials_with_exit_code_2() {
+    let ask = |score: &str, extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            "-c",
+            shipped_config_static(),
+            "--method",
+            "POST",
+            "--path",
+            "/accounts/a1/withdraw",
+            "--principal",
+            "u1",
+            "--risk-score",
+            score,
+        ];
+        args.extend_from_slice(extra);
+        riskgate(&args)
+    };
+    // Medium band: no permit for writes.
+    let out = ask("55", &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("decision:  policy_deny\n"), "{stdout}");
+    assert!(stdout.contains("status:    403\n"), "{stdout}");
+    assert!(stdout.contains("band:      medium\n"), "{stdout}");
+    assert!(stdout.contains("policies:  (none)\n"), "{stdout}");
+    // Low band but a CHALLENGE without step-up: 401.
+    let out = ask("12", &["--recommendation", "CHALLENGE"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("status:    401\n"), "{stdout}");
+    // ... which verified claims showing MFA satisfy.
+    let out = ask(
+        "12",
+        &[
+            "--recommendation",
+            "CHALLENGE",
+            "--claims",
+            r#"{"amr":["mfa"]}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    // High band: denied before Cedar.
+    let out = ask("91", &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("decision:  risk_high\n"), "{stdout}");
+}
+
+fn shipped_config_static() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(shipped_config)
+}
+
+#[test]
+fn check_with_broken_inputs_exits_1() {
+    let ws = workspace_with("broken.cedar", &lifecycle_data("broken.cedar"));
+    let out = riskgate(&[
+        "check",
+        "-c",
+        path_str(&ws.config),
+        "--method",
+        "GET",
+        "--path",
+        "/accounts/a1/balance",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("broken.cedar:3: "), "{stderr}");
+
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--method",
+        "GET",
+        "--path",
+        "/accounts/a1/balance",
+        "--claims",
+        "not json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--claims"));
+}
