@@ -51,8 +51,21 @@ pub struct AuditLine<'a> {
     pub policies: &'a [String],
     /// Recommendation served from cache.
     pub cache_hit: Option<bool>,
+    /// Shadow policy set's answer, when one is configured: `{allowed, policies}`.
+    pub shadow: Option<ShadowLine<'a>>,
     /// Latency split, microseconds.
     pub latency_us: Latency,
+}
+
+/// What the shadow policy set would have answered.
+#[derive(Debug, Serialize)]
+pub struct ShadowLine<'a> {
+    /// The shadow set allowed.
+    pub allowed: bool,
+    /// It disagrees with the live set.
+    pub disagrees: bool,
+    /// Its determining policies.
+    pub policies: &'a [String],
 }
 
 /// Latency split.
@@ -89,6 +102,11 @@ impl<'a> AuditLine<'a> {
             fail_mode: d.fail_mode,
             policies: &d.policies,
             cache_hit: d.risk.as_ref().map(|r| r.cache_hit),
+            shadow: d.shadow.as_ref().map(|s| ShadowLine {
+                allowed: s.shadow_allowed,
+                disagrees: s.disagrees(),
+                policies: &s.policies,
+            }),
             latency_us: Latency {
                 risk: d.timings.risk.as_micros() as u64,
                 cedar: d.timings.cedar.as_micros() as u64,

@@ -9,6 +9,7 @@ mod lifecycle;
 pub mod proxy;
 mod risk;
 mod routes;
+mod tls;
 
 pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
@@ -18,6 +19,7 @@ pub use risk::{
     BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
 };
 pub use routes::{DefaultAnswer, HostConfig, ResourceSpec, RiskMode, RouteConfig};
+pub use tls::TlsConfig;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -116,6 +118,9 @@ pub struct Listen {
     /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`.
     #[serde(default = "default_admin_addr")]
     pub admin: SocketAddr,
+    /// TLS (and client certificates) on the gRPC listener; absent = plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Listen {
@@ -123,6 +128,7 @@ impl Default for Listen {
         Listen {
             grpc: default_grpc_addr(),
             admin: default_admin_addr(),
+            tls: None,
         }
     }
 }
@@ -274,6 +280,9 @@ impl Config {
                 fix(f);
             }
         }
+        if let Some(tls) = self.listen.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
     }
 
     /// Checks values that parse but make no sense, naming the field at fault.
@@ -288,6 +297,9 @@ impl Config {
         }
         self.identity.validate()?;
         self.shutdown.validate()?;
+        if let Some(tls) = &self.listen.tls {
+            tls.validate()?;
+        }
         if let Some(risk) = &self.risk {
             risk.validate()?;
         }

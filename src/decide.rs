@@ -273,7 +273,7 @@ impl Decider {
             action: &route.action,
             resource_type: &route.resource.entity_type,
             resource_id: &resource_id,
-            context: context.to_json(),
+            context,
         };
         let answer = snapshot.policies.evaluate(&input);
         d.timings.cedar = cedar_started.elapsed();

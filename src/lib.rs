@@ -37,6 +37,7 @@ pub mod server;
 pub mod shutdown;
 pub mod simulator;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated Envoy ext_authz protobuf types (from the vendored protos in `proto/`).
 pub mod pb {

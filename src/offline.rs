@@ -170,6 +170,19 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
         Err(StartError::Config(e)) => v.problems.push(format!("{}: {e}", config_path.display())),
         Err(e) => v.problems.push(e.to_string()),
     }
+    if let Some(tls) = &config.listen.tls {
+        match crate::tls::load(tls) {
+            Ok(_) if tls.requires_client_cert() => {
+                v.checked.push("TLS certificate, key and client CA".into())
+            }
+            Ok(_) => v.checked.push("TLS certificate and key".into()),
+            Err(e) => v.problems.push(format!(
+                "{}: {}",
+                config_path.display(),
+                crate::tls::error_chain(&e)
+            )),
+        }
+    }
     let (budget_ms, reserve_ms) = config
         .risk
         .as_ref()

@@ -18,6 +18,8 @@ use crate::risk::{self, token::TokenManager};
 use crate::routes::RouteTable;
 use crate::shutdown::{reached, Phase};
 use crate::telemetry::Metrics;
+use crate::tls::{TlsError, TlsServer};
+use futures_util::future::Either;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -39,6 +41,9 @@ pub enum StartError {
     /// Bad policies, schema, entities or routes.
     #[error("policy set rejected:\n{0}")]
     Policy(#[from] PolicyError),
+    /// Bad TLS certificate, key or client CA (`listen.tls`).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -145,6 +150,8 @@ impl App {
 pub struct Bound {
     app: App,
     grpc: TcpIncoming,
+    /// TLS for the gRPC listener (`listen.tls`), loaded and checked before binding.
+    tls: Option<Arc<TlsServer>>,
     admin: tokio::net::TcpListener,
     /// Actual gRPC address (port 0 resolved).
     pub grpc_addr: SocketAddr,
@@ -152,8 +159,15 @@ pub struct Bound {
     pub admin_addr: SocketAddr,
 }
 
-/// Binds both listeners.
+/// Loads the TLS files (when `listen.tls` is set), then binds both listeners.
 pub async fn bind(app: App, grpc: SocketAddr, admin: SocketAddr) -> Result<Bound, StartError> {
+    let tls = app
+        .config
+        .listen
+        .tls
+        .as_ref()
+        .map(|settings| TlsServer::load(settings, app.metrics.clone()))
+        .transpose()?;
     let grpc_incoming = TcpIncoming::bind(grpc)
         .map_err(|source| StartError::Bind { addr: grpc, source })?
         .with_nodelay(Some(true));
@@ -175,6 +189,7 @@ pub async fn bind(app: App, grpc: SocketAddr, admin: SocketAddr) -> Result<Bound
     Ok(Bound {
         app,
         grpc: grpc_incoming,
+        tls,
         admin: admin_listener,
         grpc_addr,
         admin_addr,
@@ -193,7 +208,11 @@ impl Bound {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error> {
         let Bound {
-            app, grpc, admin, ..
+            app,
+            grpc,
+            tls,
+            admin,
+            ..
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<Authz>().await;
@@ -239,11 +258,27 @@ impl Bound {
             "riskgate ready"
         );
 
-        let server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(AuthorizationServer::new(service))
-            .serve_with_incoming_shutdown(grpc, reached(phase.clone(), Phase::Stopping));
+            .add_service(AuthorizationServer::new(service));
+        let stop = reached(phase.clone(), Phase::Stopping);
+        let (server, tls_watcher) = match tls {
+            None => (
+                Either::Left(router.serve_with_incoming_shutdown(grpc, stop)),
+                None,
+            ),
+            Some(tls) => {
+                tracing::info!(
+                    client_certs = tls.settings().requires_client_cert(),
+                    "gRPC listener serves TLS"
+                );
+                let watcher = tokio::spawn(tls.clone().watch());
+                let incoming = tls.incoming(grpc);
+                let serve = router.serve_with_incoming_shutdown(incoming, stop);
+                (Either::Right(serve), Some(watcher))
+            }
+        };
         let grace_over = async {
             reached(phase.clone(), Phase::Stopping).await;
             tokio::time::sleep(grace).await;
@@ -257,6 +292,9 @@ impl Bound {
         };
         watcher.abort();
         stopper.abort();
+        if let Some(tls_watcher) = tls_watcher {
+            tls_watcher.abort();
+        }
         // The admin port closes with the gRPC port; do not wait on idle keep-alive clients.
         if tokio::time::timeout(Duration::from_millis(200), &mut Box::pin(admin_task))
             .await

@@ -8,7 +8,7 @@ use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, PolicySet, Request, RestrictedExpression, Schema,
 };
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -34,8 +34,8 @@ pub struct PolicyInput<'a> {
     pub resource_type: &'a str,
     /// Resource entity id (any string: escaped by Cedar's constructors).
     pub resource_id: &'a str,
-    /// The `context` record (risk and request), as JSON checked against the schema.
-    pub context: Value,
+    /// The `context` record (risk and request), checked against the schema by `Request::new`.
+    pub context: ContextInput<'a>,
 }
 
 /// Cedar's answer.
@@ -239,9 +239,7 @@ impl PolicySnapshot {
         let principal_uid = principal.uid();
         let action = uid("Action", input.action)?;
         let resource = uid(input.resource_type, input.resource_id)?;
-        let context =
-            Context::from_json_value(input.context.clone(), Some((&self.schema, &action)))
-                .map_err(|e| EvalError(e.to_string()))?;
+        let context = input.context.to_cedar()?;
         let request = Request::new(principal_uid, action, resource, context, Some(&self.schema))
             .map_err(|e| EvalError(e.to_string()))?;
         // The principal built from verified claims replaces any file entity of the same id.
@@ -284,17 +282,31 @@ pub struct ContextInput<'a> {
 }
 
 impl ContextInput<'_> {
-    /// The JSON record.
-    pub fn to_json(&self) -> Value {
-        let mut risk = Map::new();
-        risk.insert("present".into(), json!(self.risk_present));
-        risk.insert("score".into(), json!(self.score));
-        risk.insert("band".into(), json!(self.band));
-        risk.insert("recommendation".into(), json!(self.recommendation));
-        risk.insert("reasons".into(), json!(self.reasons));
-        json!({
-            "risk": risk,
-            "request": { "method": self.method, "path": self.path, "host": self.host, "ip": self.ip },
-        })
+    /// The Cedar record, built from typed values (no JSON round trip: parsing a context
+    /// from JSON costs more than evaluating the example policies).
+    pub fn to_cedar(&self) -> Result<Context, EvalError> {
+        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+        let record = |pairs: Vec<(&str, RestrictedExpression)>| {
+            RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
+                .map_err(|e| EvalError(e.to_string()))
+        };
+        let risk = record(vec![
+            ("present", RestrictedExpression::new_bool(self.risk_present)),
+            ("score", RestrictedExpression::new_long(self.score)),
+            ("band", s(self.band)),
+            ("recommendation", s(self.recommendation)),
+            (
+                "reasons",
+                RestrictedExpression::new_set(self.reasons.iter().map(|r| s(r))),
+            ),
+        ])?;
+        let request = record(vec![
+            ("method", s(self.method)),
+            ("path", s(self.path)),
+            ("host", s(self.host)),
+            ("ip", s(&self.ip)),
+        ])?;
+        Context::from_pairs([("risk".to_owned(), risk), ("request".to_owned(), request)])
+            .map_err(|e| EvalError(e.to_string()))
     }
 }

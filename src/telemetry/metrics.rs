@@ -45,6 +45,8 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Risk-side metrics (API calls, scores, reasons, live gauges).
     pub risk: super::risk_metrics::RiskMetrics,
+    /// TLS on the gRPC port: certificate reloads, refused handshakes.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -107,6 +109,7 @@ impl Metrics {
         let ready = Gauge::default();
         registry.register("ready", "1 when ready to serve Checks", ready.clone());
         let risk = super::risk_metrics::RiskMetrics::register(&mut registry);
+        let tls = crate::tls::TlsMetrics::register(&mut registry);
         // Known label values start at zero so rate() and increase() work from the first event.
         for result in ["success", "failure"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -132,6 +135,7 @@ impl Metrics {
             shadow_disagreements,
             ready,
             risk,
+            tls,
         }
     }
 
