@@ -143,6 +143,60 @@ fn raw_cedar(dir: &Path) -> RawCedar {
     }
 }
 
+/// A CheckRequest as Envoy sends it for u1 (verified JWT payload in metadata).
+fn check_request(
+    method: &str,
+    path: &str,
+    token: &str,
+) -> riskgate::pb::envoy::service::auth::v3::CheckRequest {
+    use prost_types::value::Kind;
+    use riskgate::pb::envoy::service::auth::v3::{
+        attribute_context, AttributeContext, CheckRequest,
+    };
+    let string = |v: &str| prost_types::Value {
+        kind: Some(Kind::StringValue(v.to_owned())),
+    };
+    let payload = prost_types::Struct {
+        fields: [("sub".to_owned(), string("u1"))].into(),
+    };
+    let ns = prost_types::Struct {
+        fields: [(
+            "jwt_payload".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::StructValue(payload)),
+            },
+        )]
+        .into(),
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                time: None,
+                http: Some(attribute_context::HttpRequest {
+                    id: "bench".into(),
+                    method: method.into(),
+                    path: path.into(),
+                    host: "bank.example".into(),
+                    headers: [
+                        ("x-action-token".to_owned(), token.to_owned()),
+                        (
+                            "traceparent".to_owned(),
+                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+                        ),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }),
+            }),
+            metadata_context: Some(riskgate::pb::envoy::config::core::v3::Metadata {
+                filter_metadata: [("envoy.filters.http.jwt_authn".to_owned(), ns)].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 fn build_decider(config: &Config) -> Arc<Decider> {
     match App::build(config, AuditSink::disabled()) {
         Ok(app) => app.decider,
@@ -272,6 +326,39 @@ fn benches(c: &mut Criterion) {
         })
     });
     risk.finish();
+
+    // Observability overhead: the full Check handler (metrics, audit line to a sink, a
+    // tracing span with a subscriber installed, exporter off) vs the same work bare.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+    let mut obs = c.benchmark_group("observability");
+    let metrics = Arc::new(riskgate::telemetry::Metrics::new());
+    let audit = rt.block_on(async { AuditSink::spawn(tokio::io::sink(), 100_000) });
+    let service = riskgate::authz::AuthzService::new(decider.clone(), metrics, audit);
+    let request = check_request("GET", "/accounts/a1/balance", "cached");
+    obs.bench_function("check_with_metrics_audit_tracing", |b| {
+        b.to_async(&rt).iter(|| async {
+            use riskgate::pb::envoy::service::auth::v3::authorization_server::Authorization as _;
+            black_box(
+                service
+                    .check(tonic::Request::new(request.clone()))
+                    .await
+                    .ok(),
+            )
+        })
+    });
+    let answers = riskgate::authz::respond::AnswerSettings::default();
+    obs.bench_function("check_bare", |b| {
+        b.to_async(&rt).iter(|| async {
+            let access = riskgate::authz::extract::access_request(&request, None).ok();
+            let Some(access) = access else { return };
+            let d = decider.decide(&access).await;
+            black_box(riskgate::authz::respond::to_check_response(&d, &answers));
+        })
+    });
+    obs.finish();
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

@@ -139,13 +139,13 @@ async fn answer_table_rows_through_envoy() {
         .await;
     assert_eq!(a.status, 401);
     assert_eq!(a.header("x-risk-challenge"), Some("action_token"));
-    // API 4xx (a token it does not know) → 403
+    // API 4xx (a token it does not know) → 403; the request also carries a session cookie
     assert_eq!(
         s.send(
             Method::POST,
             "/accounts/a1/withdraw",
             Some(&u1),
-            &[token("unknown")]
+            &[token("unknown"), ("cookie", "session=cookie-secret-value")]
         )
         .await
         .status,
@@ -198,7 +198,14 @@ async fn answer_table_rows_through_envoy() {
         .iter()
         .map(Value::to_string)
         .collect::<String>();
-    for secret in ["login-tok", "unknown", &u1[..20], "sim-secret"] {
+    for secret in [
+        "login-tok",
+        "unknown",
+        &u1[..20],
+        "sim-secret",
+        "cookie-secret-value",
+        "Bearer",
+    ] {
         assert!(!audit.contains(secret), "audit log leaks {secret}");
     }
 }

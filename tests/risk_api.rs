@@ -59,7 +59,8 @@ fn risk_mut(c: &mut Config) -> &mut riskgate::config::RiskConfig {
 
 #[tokio::test]
 async fn token_is_refreshed_before_expiry_so_no_check_sees_a_401() {
-    let lifetime = ms("RISKGATE_TEST_TOKEN_LIFETIME_MS", 2_000);
+    // A 5 s token lifetime (refreshed at 80 %, 4 s): Checks run past the first expiry.
+    let lifetime = ms("RISKGATE_TEST_TOKEN_LIFETIME_MS", 5_000);
     let rg = start(
         SimConfig {
             token_lifetime_ms: lifetime.as_millis() as u64,
@@ -68,14 +69,14 @@ async fn token_is_refreshed_before_expiry_so_no_check_sees_a_401() {
         |c| risk_mut(c).token_refresh.min_interval_ms = 200,
     )
     .await;
-    let until = Instant::now() + lifetime * 2 + lifetime / 4;
+    let until = Instant::now() + lifetime + lifetime / 2;
     let mut n = 0;
     while Instant::now() < until {
         n += 1;
         let token = format!("t{n}");
         rg.sim.script(&token, read_ok());
         assert_eq!(status(&rg, balance(&token)).await, 200, "check {n}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let stats = rg.sim.stats();
     assert_eq!(
@@ -83,8 +84,8 @@ async fn token_is_refreshed_before_expiry_so_no_check_sees_a_401() {
         "a Check met an expired token: {stats:?}"
     );
     assert!(
-        stats.token_requests >= 3,
-        "expected background refreshes: {stats:?}"
+        stats.token_requests >= 2,
+        "expected a background refresh: {stats:?}"
     );
     rg.stop().await;
 }
