@@ -8,7 +8,8 @@
 //!   tested, not a copy of it).
 //! * [`Envoy::start`] writes the config into the test dir, starts Envoy (hot restart disabled and a
 //!   unique `--base-id`, so parallel tests never share anything; one worker thread) and waits for
-//!   the admin `/ready` endpoint.
+//!   the admin `/ready` endpoint; [`Envoy::start_rendered`] does the same for a config the test
+//!   rendered itself (e.g. `deploy/envoy/mtls/envoy-mtls.yaml`, with [`replace_exactly_once`]).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,12 @@ fn venv_binary() -> Option<PathBuf> {
 
 /// Replaces the one occurrence of `from` (not followed by another digit) with `to`.
 fn replace_once(text: &str, from: &str, to: &str) -> String {
+    replace_exactly_once(CONFIG, text, from, to)
+}
+
+/// Replaces the one occurrence of `from` (not followed by another digit) in `text`, the content
+/// of the shipped file `file`, with `to`; panics naming `file` when there is not exactly one.
+pub fn replace_exactly_once(file: &str, text: &str, from: &str, to: &str) -> String {
     let hits: Vec<usize> = text
         .match_indices(from)
         .map(|(i, _)| i)
@@ -117,7 +124,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert_eq!(
         hits.len(),
         1,
-        "{CONFIG}: `{from}` must appear exactly once (the e2e tests substitute it), found {}",
+        "{file}: `{from}` must appear exactly once (the e2e tests substitute it), found {}",
         hits.len()
     );
     let i = hits[0];
@@ -177,8 +184,20 @@ impl Envoy {
     pub async fn start(dir: &TestDir, bin: &Path, ports: Ports) -> Envoy {
         let template = std::fs::read_to_string(repo_root().join(CONFIG))
             .unwrap_or_else(|e| panic!("read {CONFIG}: {e}"));
-        let config = dir.join("envoy.yaml");
-        std::fs::write(&config, render(&template, &ports)).expect("write the rendered envoy.yaml");
+        Envoy::start_rendered(dir, bin, ports, "envoy.yaml", &render(&template, &ports)).await
+    }
+
+    /// Like [`Envoy::start`], on a config the test rendered itself (for `ports`), written into
+    /// `dir` as `name`.
+    pub async fn start_rendered(
+        dir: &TestDir,
+        bin: &Path,
+        ports: Ports,
+        name: &str,
+        rendered: &str,
+    ) -> Envoy {
+        let config = dir.join(name);
+        std::fs::write(&config, rendered).expect("write the rendered Envoy config");
 
         let level =
             std::env::var("RISKGATE_TEST_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into());

@@ -13,6 +13,7 @@
 //! | `upstream`  | in-process recording upstream (`200 upstream ok`)                           |
 //! | `jwt`       | mint ES256 JWTs with the committed test key                                 |
 //! | `riskgate`  | riskgate as a real process, config rendered from `deploy/riskgate.yaml`      |
+//! | `certs`     | a CA and the server and client certificates it signs, made at test time (rcgen) |
 //!
 //! Test timings (all in milliseconds, all optional):
 //! `RISKGATE_TEST_READY_TIMEOUT_MS` (30000), `RISKGATE_TEST_HTTP_TIMEOUT_MS` (5000),
@@ -30,6 +31,7 @@
     reason = "test support: a failed setup step panics with a message, which fails the test"
 )]
 
+pub mod certs;
 pub mod envoy;
 pub mod http;
 pub mod jwt;
