@@ -352,7 +352,9 @@ fn benches(c: &mut Criterion) {
     let answers = riskgate::authz::respond::AnswerSettings::default();
     obs.bench_function("check_bare", |b| {
         b.to_async(&rt).iter(|| async {
-            let access = riskgate::authz::extract::access_request(&request, None).ok();
+            // Same owned request as the full handler gets from tonic's decoder.
+            let owned = request.clone();
+            let access = riskgate::authz::extract::access_request(&owned, None).ok();
             let Some(access) = access else { return };
             let d = decider.decide(&access).await;
             black_box(riskgate::authz::respond::to_check_response(&d, &answers));

@@ -88,13 +88,22 @@ impl Authorization for AuthzService {
             .and_then(|r| r.http.as_ref())
             .map(|h| &h.headers);
         let remote = headers.and_then(crate::telemetry::trace::remote_parent);
-        let span = tracing::info_span!(
-            "check",
-            otel.kind = "server",
-            route = tracing::field::Empty,
-            decision = tracing::field::Empty,
-            decision_id = tracing::field::Empty,
-        );
+        let span = if crate::telemetry::trace::exporting() {
+            tracing::info_span!(
+                "check",
+                otel.kind = "server",
+                route = tracing::field::Empty,
+                decision = tracing::field::Empty,
+                decision_id = tracing::field::Empty,
+            )
+        } else {
+            tracing::debug_span!(
+                "check",
+                route = tracing::field::Empty,
+                decision = tracing::field::Empty,
+                decision_id = tracing::field::Empty,
+            )
+        };
         if let Some(remote) = &remote {
             let _ = span.set_parent(crate::telemetry::trace::parent_context(remote));
         }
@@ -113,10 +122,8 @@ impl Authorization for AuthzService {
             tracing::info!(decision_id = %decision.id, would = decision.verdict.label(), "dry run: would have denied");
         }
         self.metrics.observe(&decision);
-        self.audit.record(&decision);
-        Ok(Response::new(respond::to_check_response(
-            &decision,
-            &self.answers,
-        )))
+        let response = respond::to_check_response(&decision, &self.answers);
+        self.audit.record(decision);
+        Ok(Response::new(response))
     }
 }

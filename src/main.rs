@@ -143,7 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 AuditSink::disabled()
             };
             // Invalid config or policies: exit non-zero with file:line messages, never ready.
-            let app = match App::from_file(&config.config, sink) {
+            let app = match App::from_file(&config.config, sink.clone()) {
                 Ok(app) => app,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");
@@ -155,10 +155,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shutdown::reload_on_hangup(app.reloader.clone());
             let bound = server::bind(app, grpc, admin).await?;
             tracing::info!(grpc = %bound.grpc_addr, admin = %bound.admin_addr, "riskgate listening");
-            bound
-                .serve(shutdown::terminate())
-                .await
-                .context("server failed")?;
+            let served = bound.serve(shutdown::terminate()).await;
+            // The last decisions' audit lines and spans are written before exit.
+            sink.shutdown().await;
+            telemetry::trace::shutdown();
+            served.context("server failed")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {

@@ -45,6 +45,12 @@ where
     Ok(tracing_opentelemetry::layer().with_tracer(tracer))
 }
 
+/// Whether spans are exported. Without an exporter the per-Check span is created at debug
+/// level, so it costs nothing at the default `info` filter (nobody would read it).
+pub fn exporting() -> bool {
+    PROVIDER.get().is_some()
+}
+
 /// Flushes and stops the exporter (call before exit).
 pub fn shutdown() {
     if let Some(p) = PROVIDER.get() {
