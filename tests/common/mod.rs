@@ -221,23 +221,7 @@ pub async fn start(sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> Running {
         Ok(a) => a,
         Err(e) => panic!("riskgate build: {e}"),
     };
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let bound = match server::bind(app, loopback, loopback).await {
-        Ok(b) => b,
-        Err(e) => panic!("riskgate bind: {e}"),
-    };
-    let (grpc, admin) = (bound.grpc_addr, bound.admin_addr);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(bound.serve(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        grpc,
-        admin,
-        sim,
-        stop: Some(tx),
-        task: Some(task),
-    }
+    serve_app(app, sim).await
 }
 
 /// A script entry.
