@@ -18,6 +18,7 @@ use crate::policy::{ContextInput, PolicyAnswer, PolicyInput, PolicySnapshot};
 use crate::request::AccessRequest;
 use crate::risk::assessor::now_ms;
 use crate::risk::band::score_for_policy;
+use crate::risk::ledger::UseRefused;
 use crate::risk::{
     binding, Assessment, Assessor, Band, BindingViolation, FetchError, RecommendationType,
 };
@@ -285,8 +286,12 @@ impl Decider {
             DenyReason::PolicyError
         })?;
         d.policies = answer.determining;
+        // Cedar skips a policy whose evaluation errors (say, it reads an attribute of an
+        // entity the entities file lacks). A skipped forbid would let the request through,
+        // so any error denies.
         if !answer.errors.is_empty() {
-            tracing::warn!(errors = ?answer.errors, "cedar evaluation errors");
+            tracing::warn!(errors = ?answer.errors, route = %route.name, "cedar evaluation errors: denied");
+            return Err(DenyReason::PolicyError);
         }
         if !answer.allowed {
             return Err(DenyReason::PolicyDeny);
@@ -313,8 +318,15 @@ impl Decider {
                 .max_uses
                 .or_else(|| (!snapshot.policies.is_read(&route.action)).then_some(1));
             if let Some(max) = max_uses {
-                if !risk.consume_use(&a.key, max) {
-                    return Err(DenyReason::Binding(BindingViolation::UsedUp));
+                match risk.consume_use(&a.recommendation.action_id, max) {
+                    Ok(()) => {}
+                    Err(UseRefused::UsedUp) => {
+                        return Err(DenyReason::Binding(BindingViolation::UsedUp))
+                    }
+                    Err(UseRefused::Full) => {
+                        tracing::warn!("replay ledger full of live actions: write denied");
+                        return Err(DenyReason::Binding(BindingViolation::LedgerFull));
+                    }
                 }
             }
         }

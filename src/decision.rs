@@ -104,6 +104,7 @@ impl DenyReason {
                 BindingViolation::MissingUser => "binding_missing_user",
                 BindingViolation::Stale => "binding_stale",
                 BindingViolation::UsedUp => "binding_used_up",
+                BindingViolation::LedgerFull => "binding_ledger_full",
             },
             DenyReason::RiskDeny => "risk_deny",
             DenyReason::RiskHigh => "risk_high",

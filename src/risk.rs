@@ -12,6 +12,7 @@ pub mod band;
 pub mod binding;
 pub mod breaker;
 pub mod client;
+pub mod ledger;
 pub mod reasons;
 pub mod recommendation;
 pub mod source;

@@ -177,7 +177,8 @@ async fn quotes_in_ids_cannot_inject() {
         json!({}),
     );
     let d = decide(&config, &risk, req).await;
-    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    // No such account: the ownership rule cannot even be evaluated, which denies.
+    assert_eq!(d.verdict, deny(DenyReason::PolicyError));
     assert_eq!(d.resource.as_deref(), Some(r#"Account::"a1\"""#));
 }
 
@@ -670,4 +671,93 @@ async fn route_dry_run_only_affects_that_route() {
         json!({}),
     );
     assert!(decide(&config, &risk, b).await.enforced);
+}
+
+/// A copy of the shipped schema with `schema_edit` applied, the given entities, and
+/// `policies` as the only policy file; returns a config using them.
+fn custom_policies(
+    name: &str,
+    schema_edit: (&str, &str),
+    entities: serde_json::Value,
+    policies: &str,
+) -> Config {
+    let dir = std::env::temp_dir().join(format!("riskgate-{name}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let schema = std::fs::read_to_string(repo("policies/schema.cedarschema")).unwrap_or_default();
+    assert!(schema.contains(schema_edit.0), "schema edit anchor missing");
+    let _ = std::fs::write(
+        dir.join("schema.cedarschema"),
+        schema.replace(schema_edit.0, schema_edit.1),
+    );
+    let _ = std::fs::write(dir.join("entities.json"), entities.to_string());
+    let _ = std::fs::write(dir.join("policies.cedar"), policies);
+    let (mut config, _) = setup();
+    config.policies.dir = dir.clone();
+    config.policies.schema = dir.join("schema.cedarschema");
+    config.policies.entities = Some(dir.join("entities.json"));
+    config
+}
+
+#[tokio::test]
+async fn fail_closed_when_a_forbid_cannot_be_evaluated() {
+    // The forbid reads `resource.owner`; an account missing from the entities file makes it
+    // error, and Cedar alone would skip it and let the permit through.
+    let config = custom_policies(
+        "erroring-forbid",
+        ("entity Anonymous;", "entity Anonymous;"),
+        json!([{ "uid": { "type": "User", "id": "u1" }, "attrs": {}, "parents": [] }]),
+        r#"@id("reads-for-users") permit (principal is User, action in Action::"read", resource);
+           @id("owner-only") forbid (principal, action, resource is Account) unless { resource.owner == principal };"#,
+    );
+    let risk = Arc::new(ScriptedRisk::default());
+    let req = with_user(
+        request("GET", "/accounts/not-in-file/balance", None),
+        "u1",
+        json!({}),
+    );
+    let d = decide(&config, &risk, req).await;
+    assert_eq!(d.verdict, deny(DenyReason::PolicyError));
+}
+
+#[tokio::test]
+async fn the_entities_file_keeps_the_principals_groups_and_attributes() {
+    // u1 is in Group::"suspended" and has roles ["teller"] in the entities file; the
+    // principal built from the JWT keeps both (a claim never overrides a file attribute).
+    let config = custom_policies(
+        "principal-groups",
+        (
+            "entity User = {",
+            "entity Group;\nentity User in [Group] = {",
+        ),
+        json!([
+            { "uid": { "type": "Group", "id": "suspended" }, "attrs": {}, "parents": [] },
+            { "uid": { "type": "User", "id": "u1" }, "attrs": { "roles": ["teller"] },
+              "parents": [{ "type": "Group", "id": "suspended" }] },
+            { "uid": { "type": "User", "id": "u2" }, "attrs": { "roles": ["teller"] }, "parents": [] },
+            { "uid": { "type": "Account", "id": "a1" },
+              "attrs": { "owner": { "__entity": { "type": "User", "id": "u1" } } }, "parents": [] }
+        ]),
+        r#"@id("tellers-read") permit (principal is User, action in Action::"read", resource is Account)
+             when { principal has roles && principal.roles.contains("teller") };
+           @id("suspended") forbid (principal in Group::"suspended", action, resource);"#,
+    );
+    let risk = Arc::new(ScriptedRisk::default());
+    let u1 = with_user(
+        request("GET", "/accounts/a1/balance", None),
+        "u1",
+        json!({ "roles": ["admin"] }),
+    );
+    let d = decide(&config, &risk, u1).await;
+    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    assert_eq!(d.policies, vec!["suspended".to_string()]);
+    let u2 = with_user(
+        request("GET", "/accounts/a1/balance", None),
+        "u2",
+        json!({ "roles": ["admin"] }),
+    );
+    assert_eq!(
+        decide(&config, &risk, u2).await.verdict,
+        Verdict::Allow,
+        "u2's file roles are kept"
+    );
 }

@@ -219,16 +219,26 @@ impl PolicySnapshot {
                 HashSet::new(),
             )),
             Principal::User { id, claims } => {
-                let attrs: HashMap<String, RestrictedExpression> = input
-                    .claims_as_attributes
-                    .iter()
-                    .filter_map(|name| {
-                        let expr = claims.get(name).and_then(claim_to_expr)?;
-                        Some((name.clone(), expr))
-                    })
-                    .collect();
-                Entity::new(uid(USER_TYPE, id)?, attrs, HashSet::new())
-                    .map_err(|e| EvalError(e.to_string()))
+                let user = uid(USER_TYPE, id)?;
+                // Start from the entities file's record of this user (its groups and
+                // attributes: block lists, roles kept there must keep working), then add the
+                // verified claims; a claim never overrides an attribute the file sets.
+                let (mut attrs, parents) = match self.entities.get(&user) {
+                    Some(known) => {
+                        let (_, attrs, parents) = known.clone().into_inner();
+                        (attrs, parents)
+                    }
+                    None => (HashMap::new(), HashSet::new()),
+                };
+                for name in input.claims_as_attributes {
+                    if attrs.contains_key(name) {
+                        continue;
+                    }
+                    if let Some(expr) = claims.get(name).and_then(claim_to_expr) {
+                        attrs.insert(name.clone(), expr);
+                    }
+                }
+                Entity::new(user, attrs, parents).map_err(|e| EvalError(e.to_string()))
             }
         }
     }

@@ -7,12 +7,13 @@
 //! and never decisions.
 
 use super::breaker::Breaker;
+use super::ledger::{UseLedger, UseRefused};
 use super::recommendation::Recommendation;
 use super::source::{FetchError, RiskSource};
 use base64::Engine as _;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicU32, Ordering};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument as _;
@@ -75,7 +76,7 @@ pub struct AssessorSettings {
 pub struct Assessor {
     source: Arc<dyn RiskSource>,
     cache: moka::future::Cache<TokenKey, Cached>,
-    uses: moka::sync::Cache<TokenKey, Arc<AtomicU32>>,
+    uses: UseLedger,
     breaker: Arc<Breaker>,
     settings: AssessorSettings,
     observer: std::sync::OnceLock<Arc<dyn RiskObserver>>,
@@ -112,10 +113,10 @@ impl Assessor {
             .max_capacity(settings.max_entries)
             .expire_after(PerEntryTtl)
             .build();
-        let uses = moka::sync::Cache::builder()
-            .max_capacity(settings.max_entries)
-            .time_to_live(settings.ttl.max(settings.max_age))
-            .build();
+        let uses = UseLedger::new(
+            usize::try_from(settings.max_entries).unwrap_or(usize::MAX),
+            settings.ttl.max(settings.max_age),
+        );
         Assessor {
             source,
             cache,
@@ -225,11 +226,10 @@ impl Assessor {
         ))
     }
 
-    /// Counts one authorized use of the token; false once `max_uses` is exceeded.
-    /// Counts are per replica and live as long as the token could still be accepted.
-    pub fn consume_use(&self, key: &TokenKey, max_uses: u32) -> bool {
-        let counter = self.uses.get_with(*key, || Arc::new(AtomicU32::new(0)));
-        counter.fetch_add(1, Ordering::AcqRel) < max_uses
+    /// Counts one authorized use of the action (`context.action_id`), refusing beyond
+    /// `max_uses` or when the ledger is full of live actions (per replica).
+    pub fn consume_use(&self, action_id: &str, max_uses: u32) -> Result<(), UseRefused> {
+        self.uses.consume(action_id, max_uses)
     }
 
     /// Entries in the recommendation cache (approximate, for metrics).
@@ -262,7 +262,7 @@ mod tests {
     use super::*;
     use crate::risk::recommendation::RecommendationType;
     use crate::risk::source::BoxFuture;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Fake {
         calls: AtomicUsize,
@@ -433,12 +433,11 @@ mod tests {
     }
 
     #[test]
-    fn uses_are_counted_per_token() {
+    fn uses_are_counted_per_action() {
         let a = assessor(fake(0, Ok(())), 60_000);
-        let k = token_key("t");
-        assert!(a.consume_use(&k, 1));
-        assert!(!a.consume_use(&k, 1));
-        assert!(a.consume_use(&token_key("other"), 1));
+        assert_eq!(a.consume_use("act-1", 1), Ok(()));
+        assert_eq!(a.consume_use("act-1", 1), Err(UseRefused::UsedUp));
+        assert_eq!(a.consume_use("act-2", 1), Ok(()));
     }
 
     #[test]

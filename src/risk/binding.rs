@@ -22,6 +22,9 @@ pub enum BindingViolation {
     /// The token has authorized `max_uses` requests already.
     #[error("action token already used")]
     UsedUp,
+    /// The replay ledger is full of live actions: refused rather than forgotten.
+    #[error("replay ledger full")]
+    LedgerFull,
 }
 
 impl BindingViolation {
@@ -33,6 +36,7 @@ impl BindingViolation {
             BindingViolation::MissingUser => "missing_user",
             BindingViolation::Stale => "stale",
             BindingViolation::UsedUp => "used_up",
+            BindingViolation::LedgerFull => "ledger_full",
         }
     }
 }

@@ -1,0 +1,120 @@
+//! How many requests each reported action has authorized, for `max_uses` (replay
+//! protection, per replica). Keyed by the API's `context.action_id` — the action itself, not
+//! the token's spelling — and never evicted before the action is too old to be accepted
+//! anyway: a cache that forgot a count under pressure would let a single-use token be
+//! replayed. When full of live entries it refuses, so pressure fails closed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why a use was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseRefused {
+    /// The action has authorized `max_uses` requests already.
+    UsedUp,
+    /// The ledger is full of live entries.
+    Full,
+}
+
+/// Use counts per action.
+#[derive(Debug)]
+pub struct UseLedger {
+    entries: Mutex<Ledger>,
+    capacity: usize,
+    keep_for: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    counts: HashMap<String, (u32, Instant)>,
+    last_purge: Option<Instant>,
+}
+
+impl UseLedger {
+    /// A ledger of at most `capacity` actions, each kept `keep_for` after its first use.
+    pub fn new(capacity: usize, keep_for: Duration) -> UseLedger {
+        UseLedger {
+            entries: Mutex::new(Ledger::default()),
+            capacity: capacity.max(1),
+            keep_for,
+        }
+    }
+
+    /// Counts one authorized use of `action_id`, refusing beyond `max_uses`.
+    pub fn consume(&self, action_id: &str, max_uses: u32) -> Result<(), UseRefused> {
+        let now = Instant::now();
+        let mut ledger = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((count, until)) = ledger.counts.get_mut(action_id) {
+            if *until > now {
+                if *count >= max_uses {
+                    return Err(UseRefused::UsedUp);
+                }
+                *count += 1;
+                return Ok(());
+            }
+        }
+        if ledger.counts.len() >= self.capacity {
+            // Purge expired entries, at most ten times per lifetime, so a full ledger under
+            // attack does not cost a scan per Check.
+            let due = ledger
+                .last_purge
+                .is_none_or(|at| now.duration_since(at) >= self.keep_for / 10);
+            if due {
+                ledger.counts.retain(|_, (_, until)| *until > now);
+                ledger.last_purge = Some(now);
+            }
+            if ledger.counts.len() >= self.capacity {
+                return Err(UseRefused::Full);
+            }
+        }
+        if max_uses == 0 {
+            return Err(UseRefused::UsedUp);
+        }
+        ledger
+            .counts
+            .insert(action_id.to_owned(), (1, now + self.keep_for));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_action_up_to_max_uses() {
+        let l = UseLedger::new(10, Duration::from_secs(60));
+        assert_eq!(l.consume("a", 2), Ok(()));
+        assert_eq!(l.consume("a", 2), Ok(()));
+        assert_eq!(l.consume("a", 2), Err(UseRefused::UsedUp));
+        assert_eq!(l.consume("b", 1), Ok(()));
+    }
+
+    #[test]
+    fn a_full_ledger_refuses_instead_of_forgetting() {
+        let l = UseLedger::new(100, Duration::from_secs(60));
+        for i in 0..100 {
+            assert_eq!(l.consume(&format!("t{i}"), 1), Ok(()));
+        }
+        assert_eq!(l.consume("new", 1), Err(UseRefused::Full));
+        // every earlier single-use action is still remembered
+        for i in 0..100 {
+            assert_eq!(
+                l.consume(&format!("t{i}"), 1),
+                Err(UseRefused::UsedUp),
+                "t{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn expired_entries_make_room() {
+        let l = UseLedger::new(2, Duration::from_millis(20));
+        assert_eq!(l.consume("a", 1), Ok(()));
+        assert_eq!(l.consume("b", 1), Ok(()));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(l.consume("c", 1), Ok(()));
+        assert_eq!(l.consume("a", 1), Ok(()), "an expired action starts again");
+    }
+}
