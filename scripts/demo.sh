@@ -12,6 +12,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/python-env.sh
 source scripts/python-env.sh
-echo "demo: building riskgate, risk-sim and the demo driver (debug)..."
-cargo build --quiet --locked --bin riskgate --bin risk-sim --example demo
+echo "demo: building riskgate, risk-sim and the demo driver (debug; the first build takes ~5 min)..."
+cargo build --locked --bin riskgate --bin risk-sim --example demo
 exec target/debug/examples/demo

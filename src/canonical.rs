@@ -18,6 +18,13 @@ pub enum NonCanonical {
     /// `%2F`, `%5C` or `%2E` (encoded separators or dots).
     #[error("encoded separator or dot")]
     EncodedSeparator,
+    /// A percent-encoded unreserved character (`%77` for `w`): normalisers decode it, so
+    /// `/a/%77ithdraw` and `/a/withdraw` are one path written two ways.
+    #[error("encoded unreserved character")]
+    EncodedUnreserved,
+    /// `;` path parameters, which some servers strip (`/withdraw;x` served as `/withdraw`).
+    #[error("path parameter")]
+    PathParameter,
     /// `%` not followed by two hex digits, or an encoded byte that is not UTF-8 / is a control.
     #[error("bad percent-encoding")]
     BadEncoding,
@@ -64,6 +71,9 @@ fn check_segment(segment: &str) -> Result<(), NonCanonical> {
             match hi << 4 | lo {
                 b'/' | b'\\' | b'.' => return Err(NonCanonical::EncodedSeparator),
                 0x00..=0x1f | 0x7f => return Err(NonCanonical::BadEncoding),
+                c if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~' => {
+                    return Err(NonCanonical::EncodedUnreserved)
+                }
                 _ => {}
             }
             i += 3;
@@ -71,6 +81,9 @@ fn check_segment(segment: &str) -> Result<(), NonCanonical> {
         }
         if b <= 0x20 || b == 0x7f || b == b'\\' || b == b'#' || b >= 0x80 {
             return Err(NonCanonical::BadCharacter);
+        }
+        if b == b';' {
+            return Err(NonCanonical::PathParameter);
         }
         i += 1;
     }
@@ -137,6 +150,11 @@ mod tests {
             ("/accounts/a 1", NonCanonical::BadCharacter),
             ("/accounts\\a1", NonCanonical::BadCharacter),
             ("/accounts/a1#frag", NonCanonical::BadCharacter),
+            ("/accounts/a1/%77ithdraw", NonCanonical::EncodedUnreserved),
+            ("/accounts/%61%31/withdraw", NonCanonical::EncodedUnreserved),
+            ("/accounts/a1%2D/x", NonCanonical::EncodedUnreserved),
+            ("/accounts/a1/withdraw;x", NonCanonical::PathParameter),
+            ("/accounts/a1;v=1/withdraw", NonCanonical::PathParameter),
         ];
         for (path, want) in cases {
             assert_eq!(check_path(path), Err(want), "{path:?}");

@@ -83,9 +83,10 @@ pub struct Config {
     /// How the principal is established from verified identity.
     #[serde(default)]
     pub identity: IdentityConfig,
-    /// Request headers always removed before the request reaches the upstream on allow.
-    /// A trailing `*` matches a prefix. Names are case-insensitive. Default:
-    /// `x-user-id`, `x-jwt-payload`, `x-risk-*`, `x-riskgate-*` and the action-token header.
+    /// Extra request headers removed before the request reaches the upstream on allow, in
+    /// addition to the built-in list (`x-user-id`, `x-jwt-payload`, `x-risk-*`,
+    /// `x-riskgate-*`, the action-token header and the trusted identity header), which a
+    /// configuration cannot drop. A trailing `*` matches a prefix; names are case-insensitive.
     #[serde(default)]
     pub strip_headers: Option<Vec<String>>,
     /// The risk recommendation API; absent means no route may require risk.
@@ -174,21 +175,21 @@ impl Config {
     /// Lower-cased strip patterns in force: the configured list, or the default list plus
     /// the action-token header (a credential for the risk API the upstream has no use for).
     pub fn effective_strip_headers(&self) -> Vec<String> {
-        let list: Vec<String> = match &self.strip_headers {
-            Some(list) => list.clone(),
-            None => {
-                let mut list: Vec<String> =
-                    ["x-user-id", "x-jwt-payload", "x-risk-*", "x-riskgate-*"]
-                        .into_iter()
-                        .map(String::from)
-                        .collect();
-                if let Some(risk) = &self.risk {
-                    list.push(risk.token_header.clone());
-                }
-                list
-            }
-        };
-        list.iter().map(|h| h.to_ascii_lowercase()).collect()
+        let mut list: Vec<String> = ["x-user-id", "x-jwt-payload", "x-risk-*", "x-riskgate-*"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if let Some(risk) = &self.risk {
+            list.push(risk.token_header.clone());
+        }
+        if let Some(h) = &self.identity.trusted_header {
+            list.push(h.name.clone());
+        }
+        list.extend(self.strip_headers.iter().flatten().cloned());
+        let mut list: Vec<String> = list.iter().map(|h| h.to_ascii_lowercase()).collect();
+        list.sort();
+        list.dedup();
+        list
     }
 }
 
@@ -288,7 +289,9 @@ impl Config {
     /// Checks values that parse but make no sense, naming the field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, pattern) in self.strip_headers.iter().flatten().enumerate() {
-            if pattern.is_empty() || pattern[..pattern.len() - 1].contains('*') {
+            let name = pattern.strip_suffix('*').unwrap_or(pattern);
+            let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token_char) {
                 return Err(ConfigError::field(
                     format!("strip_headers[{i}]"),
                     format!("`{pattern}` must be a header name, optionally ending in `*`"),
@@ -469,6 +472,15 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(msg.contains("strip_headers[0]"), "{msg}");
+        for bad in ["x-é", "x y", "*", ""] {
+            let yaml = format!("{MINIMAL}strip_headers: [\"{bad}\"]\n");
+            let msg = Config::from_yaml(&yaml)?
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(msg.contains("strip_headers[0]"), "{bad}: {msg}");
+        }
         Ok(())
     }
 }

@@ -164,22 +164,28 @@ impl Decider {
         d
     }
 
+    /// Exact names always (a header Envoy did not show riskgate is still removed), and the
+    /// request's headers that match a `prefix*` pattern.
     fn headers_to_strip(&self, req: &AccessRequest) -> Vec<String> {
-        let mut names: Vec<String> = req
-            .headers
-            .keys()
-            .filter(|name| {
-                self.settings
-                    .strip_headers
-                    .iter()
-                    .any(|p| match p.strip_suffix('*') {
-                        Some(prefix) => name.starts_with(prefix),
-                        None => *name == p,
-                    })
-            })
+        let patterns = &self.settings.strip_headers;
+        let mut names: Vec<String> = patterns
+            .iter()
+            .filter(|p| !p.ends_with('*'))
             .cloned()
             .collect();
+        names.extend(
+            req.headers
+                .keys()
+                .filter(|name| {
+                    patterns
+                        .iter()
+                        .filter_map(|p| p.strip_suffix('*'))
+                        .any(|prefix| name.starts_with(prefix))
+                })
+                .cloned(),
+        );
         names.sort();
+        names.dedup();
         names
     }
 
@@ -379,6 +385,8 @@ impl Decider {
                     action_type: rec.action_type.clone(),
                     cache_hit: assessment.cache_hit,
                 });
+                let band = Band::from_score(rec.risk_score, &self.settings.bands);
+                d.band = band; // shown in the audit line even when binding refuses
                 binding::check(
                     rec,
                     &route.action_types,
@@ -388,7 +396,7 @@ impl Decider {
                 )
                 .map_err(DenyReason::Binding)?;
                 Ok(RiskStage {
-                    band: Band::from_score(rec.risk_score, &self.settings.bands),
+                    band,
                     assessment: Some(assessment),
                 })
             }

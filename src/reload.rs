@@ -17,7 +17,7 @@
 
 pub mod fingerprint;
 
-use crate::config::{Config, PolicyPaths};
+use crate::config::{Config, ConfigError, PolicyPaths};
 use crate::decide::{Decider, Snapshot};
 use crate::server::{load_snapshot, StartError};
 use crate::telemetry::Metrics;
@@ -244,6 +244,25 @@ impl Reloader {
         match built {
             Ok((config, snapshot)) => {
                 let restart = config.restart_only_changes(&self.baseline);
+                // New routes next to an old risk, identity, strip or mode setting could
+                // decide in ways neither file intends (say, routes needing a risk API the
+                // running process has no client for): such a change waits for a restart.
+                let decisive: Vec<&str> = restart
+                    .iter()
+                    .copied()
+                    .filter(|f| matches!(*f, "mode" | "identity" | "strip_headers" | "risk"))
+                    .collect();
+                if !decisive.is_empty() {
+                    self.metrics.policy_reload(false);
+                    tracing::error!(
+                        fields = ?decisive,
+                        "reload rejected: these fields only change with a restart; the running set keeps serving"
+                    );
+                    return ReloadOutcome::Rejected(StartError::Config(ConfigError::field(
+                        decisive.join(", "),
+                        "changed in the config file: restart riskgate to apply it",
+                    )));
+                }
                 if !restart.is_empty() {
                     tracing::warn!(
                         fields = ?restart,

@@ -166,27 +166,47 @@ async fn a_broken_policy_is_rejected_and_the_last_good_set_keeps_serving() {
 }
 
 #[tokio::test]
-async fn routes_reload_with_the_config_file_but_restart_only_fields_do_not() {
+async fn routes_reload_but_a_change_needing_a_restart_holds_the_whole_reload() {
     let lifecycle = format!("reload: {{ poll_ms: {} }}", poll_ms());
     let (ws, rg, _) = start_ws(&lifecycle).await;
     let nowhere = || check("GET", "/nowhere", Some(("u1", json!({}))), &[]);
     assert_eq!(status(&rg, nowhere()).await, Some(403), "no route → deny");
+    let template = String::from_utf8_lossy(&lifecycle_data("riskgate.yaml")).into_owned();
+    assert!(template.contains("default: deny\n") && template.contains("mode: enforce\n"));
+    // One write per edit, so a poll never sees half of it.
+    let edit = |pairs: &[(&str, &str)]| {
+        let changed = std::fs::read_to_string(&ws.config)
+            .map(|t| pairs.iter().fold(t, |t, (from, to)| t.replace(from, to)))
+            .and_then(|t| std::fs::write(&ws.config, t));
+        assert!(changed.is_ok(), "{changed:?}");
+    };
+
+    // `default: allow` together with `mode: dry_run` (restart-only, and it changes what is
+    // decided): the whole reload is held back and counted as a failure.
+    edit(&[
+        ("default: deny\n", "default: allow\n"),
+        ("mode: enforce\n", "mode: dry_run\n"),
+    ]);
+    assert!(
+        eventually(wait(), || async {
+            metric(&scrape(&rg).await, RELOADS_FAILED) >= 1.0
+        })
+        .await,
+        "the mixed change was not rejected"
+    );
+    assert_eq!(
+        status(&rg, nowhere()).await,
+        Some(403),
+        "nothing of it applied"
+    );
     assert_eq!(
         status(&rg, balance("a2")).await,
         Some(403),
-        "not u1's account"
+        "still enforcing"
     );
 
-    // `default: allow` hot-reloads; `mode: dry_run` needs a restart and must not apply.
-    let template = String::from_utf8_lossy(&lifecycle_data("riskgate.yaml")).into_owned();
-    assert!(template.contains("default: deny\n") && template.contains("mode: enforce\n"));
-    let changed = std::fs::read_to_string(&ws.config)
-        .map(|t| {
-            t.replace("default: deny\n", "default: allow\n")
-                .replace("mode: enforce\n", "mode: dry_run\n")
-        })
-        .and_then(|t| std::fs::write(&ws.config, t));
-    assert!(changed.is_ok(), "{changed:?}");
+    // Without the restart-only change, the new default hot-reloads.
+    edit(&[("mode: dry_run\n", "mode: enforce\n")]);
     assert!(
         eventually(wait(), || async {
             status(&rg, nowhere()).await == Some(200)
@@ -197,7 +217,7 @@ async fn routes_reload_with_the_config_file_but_restart_only_fields_do_not() {
     assert_eq!(
         status(&rg, balance("a2")).await,
         Some(403),
-        "dry_run must wait for a restart"
+        "not u1's account"
     );
     rg.stop().await;
 }

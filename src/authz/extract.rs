@@ -118,10 +118,12 @@ fn normalize_host(authority: &str) -> String {
             .split_once(']')
             .map_or(lower.clone(), |(h, _)| format!("{h}]"));
     }
-    match lower.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
-        _ => lower,
-    }
+    let host = match lower.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => lower.as_str(),
+    };
+    // `bank.example.` (fully qualified) is the same host as `bank.example`.
+    host.strip_suffix('.').unwrap_or(host).to_owned()
 }
 
 /// `google.protobuf.Struct` → JSON object.
@@ -290,5 +292,7 @@ mod tests {
         assert_eq!(normalize_host("Bank.Example:443"), "bank.example");
         assert_eq!(normalize_host("bank.example"), "bank.example");
         assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("Bank.Example.:443"), "bank.example");
+        assert_eq!(normalize_host("bank.example."), "bank.example");
     }
 }

@@ -266,10 +266,19 @@ impl RiskConfig {
         };
         let trimmed = raw.trim_end_matches('/');
         let trimmed = trimmed.strip_suffix("/risk/v1").unwrap_or(trimmed);
-        if !(trimmed.starts_with("https://") || trimmed.starts_with("http://")) {
+        // The client secret and bearer tokens travel to this host: plain http only to a
+        // loopback simulator.
+        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|prefix| {
+                trimmed.strip_prefix(prefix).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
+                })
+            });
+        if !(trimmed.starts_with("https://") || loopback) {
             return Err(ConfigError::field(
                 "risk.base_url",
-                format!("`{raw}` must be an http(s) URL"),
+                format!("`{raw}` must be an https URL (plain http only for loopback)"),
             ));
         }
         Ok(trimmed.to_owned())
@@ -378,6 +387,30 @@ mod tests {
         let c = with(Some(Region::Us), Some("http://127.0.0.1:8085/"));
         assert_eq!(c.host_root()?, "http://127.0.0.1:8085");
         Ok(())
+    }
+
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        for ok in [
+            "http://127.0.0.1:8085",
+            "http://localhost:1",
+            "http://[::1]:9",
+            "https://risk.example",
+        ] {
+            assert!(with(None, Some(ok)).host_root().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://risk.example",
+            "http://127.0.0.1.evil.example",
+            "ftp://x",
+        ] {
+            let msg = with(None, Some(bad))
+                .host_root()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(msg.contains("risk.base_url"), "{bad}: {msg}");
+        }
     }
 
     #[test]

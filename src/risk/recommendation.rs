@@ -155,7 +155,14 @@ impl Recommendation {
             id: wire.id,
             issued_at_ms: wire.issued_at as i64,
             kind,
-            challenge_type: wire.recommendation.challenge_type.filter(|c| !c.is_empty()),
+            // It goes into a response header: only a short token is passed on (else the
+            // configured default challenge is used).
+            challenge_type: wire.recommendation.challenge_type.filter(|c| {
+                !c.is_empty()
+                    && c.len() <= 64
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }),
             risk_score: wire.risk_score,
             action_id: wire.context.action_id,
             action_type: wire.context.action_type,
@@ -218,6 +225,16 @@ mod tests {
         assert_eq!(r.action_performed_at_ms, 1648028118123);
         assert!(r.action_id.starts_with("885cd06b"));
         assert_eq!(r.threats, vec!["ACCOUNT_TAKEOVER".to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn odd_challenge_types_are_not_passed_on() -> Result<(), ParseError> {
+        for bad in ["email otp", "x\r\nset-cookie: a=b", "é"] {
+            let mut v = documented();
+            v["recommendation"]["challenge_type"] = json!(bad);
+            assert_eq!(parse(&v)?.challenge_type, None, "{bad:?}");
+        }
         Ok(())
     }
 
