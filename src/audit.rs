@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Serialize)]
 pub struct AuditLine<'a> {
     /// RFC 3339 UTC time, ms precision.
-    pub time: String,
+    pub time: &'a str,
     /// Decision id (as in the deny body).
     pub decision_id: &'a str,
     /// Envoy's request id.
@@ -81,10 +81,10 @@ pub struct Latency {
 }
 
 impl<'a> AuditLine<'a> {
-    /// The line for a decision made at `at_ms` (epoch ms).
-    pub fn from_decision(d: &'a Decision, at_ms: i64) -> AuditLine<'a> {
+    /// The line for a decision made at `time` (RFC 3339, see [`Clock`]).
+    pub fn from_decision(d: &'a Decision, time: &'a str) -> AuditLine<'a> {
         AuditLine {
-            time: rfc3339(at_ms),
+            time,
             decision_id: &d.id,
             request_id: d.request_id.as_deref(),
             trace_id: d.trace_id.as_deref(),
@@ -114,6 +114,35 @@ impl<'a> AuditLine<'a> {
                 total: d.timings.total.as_micros() as u64,
             },
         }
+    }
+}
+
+/// Formats audit timestamps, reusing the date-and-seconds part while the second lasts
+/// (lines come in bursts: the writer formats a whole batch at once).
+#[derive(Debug, Default)]
+pub struct Clock {
+    second: Option<i64>,
+    text: String,
+}
+
+impl Clock {
+    /// RFC 3339 UTC with milliseconds for epoch `ms`.
+    pub fn rfc3339(&mut self, ms: i64) -> &str {
+        let second = ms.div_euclid(1000);
+        if self.second != Some(second) {
+            self.text = rfc3339(ms);
+            self.second = Some(second);
+        } else {
+            // Same second: only the three millisecond digits change ("…:SS.mmmZ").
+            let millis = ms.rem_euclid(1000);
+            let at = self.text.len().saturating_sub(4);
+            self.text.truncate(at);
+            for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+                self.text.push(char::from(b'0' + digit as u8));
+            }
+            self.text.push('Z');
+        }
+        &self.text
     }
 }
 
@@ -196,6 +225,7 @@ impl AuditSink {
             let mut ticker = tokio::time::interval(flush_every.max(Duration::from_millis(1)));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut batch = Vec::with_capacity(64 * 1024);
+            let mut clock = Clock::default();
             loop {
                 let last_round = tokio::select! {
                     _ = ticker.tick() => false,
@@ -205,7 +235,8 @@ impl AuditSink {
                 loop {
                     match rx.try_recv() {
                         Ok(queued) => {
-                            let line = AuditLine::from_decision(&queued.decision, queued.at_ms);
+                            let time = clock.rfc3339(queued.at_ms);
+                            let line = AuditLine::from_decision(&queued.decision, time);
                             if serde_json::to_writer(&mut batch, &line).is_ok() {
                                 batch.push(b'\n');
                             }
@@ -276,6 +307,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn clock_reuses_the_second_and_changes_the_millis() {
+        let mut c = Clock::default();
+        let ms = 1_763_900_000_123; // 2025-11-23T12:13:20.123Z
+        assert_eq!(c.rfc3339(ms), rfc3339(ms));
+        assert_eq!(c.rfc3339(ms + 5), rfc3339(ms + 5));
+        assert_eq!(c.rfc3339(ms + 2_000), rfc3339(ms + 2_000));
+        assert!(c.rfc3339(ms).ends_with(".123Z"));
+    }
+
+    #[test]
     fn dates_are_civil() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
@@ -285,7 +326,8 @@ mod tests {
     #[test]
     fn line_names_the_decision() -> Result<(), serde_json::Error> {
         let d = Decision::new(Some("req-9".into()));
-        let v: serde_json::Value = serde_json::to_value(AuditLine::from_decision(&d, 0))?;
+        let v: serde_json::Value =
+            serde_json::to_value(AuditLine::from_decision(&d, "1970-01-01T00:00:00.000Z"))?;
         assert_eq!(v["decision_id"], d.id.as_str());
         assert_eq!(v["request_id"], "req-9");
         assert_eq!(v["decision"], "no_route");
