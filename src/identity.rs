@@ -117,13 +117,24 @@ pub fn step_up_done(config: &IdentityConfig, principal: &Principal) -> bool {
     let (Some(step_up), Principal::User { claims, .. }) = (&config.step_up, principal) else {
         return false;
     };
-    match claims.get(&step_up.claim) {
+    let shown = match claims.get(&step_up.claim) {
         Some(Value::String(s)) => *s == step_up.contains,
         Some(Value::Array(items)) => items
             .iter()
             .any(|v| v.as_str() == Some(step_up.contains.as_str())),
         _ => false,
-    }
+    };
+    let recent = match step_up.max_age_s {
+        None => true,
+        Some(max_age) => claims
+            .get("auth_time")
+            .and_then(Value::as_i64)
+            .is_some_and(|at| {
+                let now = crate::risk::assessor::now_ms() / 1000;
+                now.saturating_sub(at) <= i64::try_from(max_age).unwrap_or(i64::MAX)
+            }),
+    };
+    shown && recent
 }
 
 #[cfg(test)]
@@ -223,6 +234,7 @@ mod tests {
             step_up: Some(StepUpConfig {
                 claim: "amr".into(),
                 contains: "mfa".into(),
+                max_age_s: None,
             }),
             ..IdentityConfig::default()
         };
@@ -238,5 +250,32 @@ mod tests {
         assert!(step_up_done(&config, &user(json!("mfa"))));
         assert!(!step_up_done(&config, &user(json!(["pwd"]))));
         assert!(!step_up_done(&config, &Principal::Anonymous));
+    }
+
+    #[test]
+    fn step_up_can_require_a_recent_auth_time() {
+        let config = IdentityConfig {
+            step_up: Some(StepUpConfig {
+                claim: "amr".into(),
+                contains: "mfa".into(),
+                max_age_s: Some(300),
+            }),
+            ..IdentityConfig::default()
+        };
+        let now = crate::risk::assessor::now_ms() / 1000;
+        let user = |auth_time: Option<i64>| {
+            let mut claims = Map::new();
+            claims.insert("amr".into(), json!(["mfa"]));
+            if let Some(at) = auth_time {
+                claims.insert("auth_time".into(), json!(at));
+            }
+            Principal::User {
+                id: "u1".into(),
+                claims,
+            }
+        };
+        assert!(step_up_done(&config, &user(Some(now - 60))));
+        assert!(!step_up_done(&config, &user(Some(now - 3_600))), "too old");
+        assert!(!step_up_done(&config, &user(None)), "no auth_time");
     }
 }

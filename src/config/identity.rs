@@ -81,6 +81,10 @@ pub struct StepUpConfig {
     pub claim: String,
     /// Value the claim must equal, or contain when it is an array.
     pub contains: String,
+    /// When set, the step-up counts only if the JWT's `auth_time` (epoch seconds) is at most
+    /// this old (RFC 9470 `max_age`): an MFA done hours ago does not answer today's CHALLENGE.
+    #[serde(default)]
+    pub max_age_s: Option<u64>,
 }
 
 fn default_jwt_metadata() -> Option<JwtMetadataSource> {
