@@ -247,6 +247,34 @@ fn benches(c: &mut Criterion) {
     }
     cedar.finish();
 
+    // The same decision with 100,000 more accounts in the entities file: the per-request
+    // entity set must not grow with the file.
+    let mut entities_group = c.benchmark_group("entities");
+    for (label, accounts) in [("7", 0usize), ("100k", 100_000)] {
+        let dir = tmp.join(format!("entities-{label}"));
+        let mut config = config(&sim.base_url(), 0, &dir);
+        if accounts > 0 {
+            let mut list: Vec<Value> = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("entities.json")).unwrap_or_default(),
+            )
+            .unwrap_or_default();
+            list.extend((0..accounts).map(|i| {
+                json!({ "uid": { "type": "Account", "id": format!("bulk-{i}") },
+                        "attrs": { "owner": { "__entity": { "type": "User", "id": format!("user-{}", i % 1000) } } },
+                        "parents": [] })
+            }));
+            let _ = std::fs::write(dir.join("entities.json"), Value::Array(list).to_string());
+            config.policies.entities = Some(dir.join("entities.json"));
+        }
+        let decider = rt.block_on(async { build_decider(&config) });
+        let req = user_request("GET", "/core/a1/balance", None);
+        entities_group.bench_function(format!("decide/{label}_entities"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(decider.decide(black_box(&req)).await) })
+        });
+    }
+    entities_group.finish();
+
     let config = config(&sim.base_url(), 0, &tmp.join("risk"));
     let decider = rt.block_on(async { build_decider(&config) });
     let mut risk = c.benchmark_group("risk");

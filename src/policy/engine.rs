@@ -60,6 +60,9 @@ pub struct PolicySnapshot {
     schema: Schema,
     policies: PolicySet,
     entities: Entities,
+    /// The schema's actions and their groups, always available (even without an entities
+    /// file) so `action in Action::"read"` works.
+    actions: Entities,
     read_actions: HashSet<String>,
     origins: HashMap<String, String>,
 }
@@ -118,6 +121,7 @@ impl PolicySnapshot {
             schema: self.schema.clone(),
             policies,
             entities: self.entities.clone(),
+            actions: self.actions.clone(),
             read_actions: self.read_actions.clone(),
             origins,
         })
@@ -151,6 +155,7 @@ impl PolicySnapshot {
             schema,
             policies,
             entities,
+            actions,
             read_actions,
             origins,
         })
@@ -243,6 +248,43 @@ impl PolicySnapshot {
         }
     }
 
+    /// The entities one request needs: the principal built from verified claims, and from
+    /// the entities file the resource, the action, and the ancestors of all three. Built per
+    /// request from the (immutable) file set, so its cost does not grow with the file: a
+    /// copy of the whole set per Check cost 150 ms with 100,000 entities. A policy that
+    /// dereferences an entity beyond these (say `resource.owner.name`) errors, which denies.
+    fn request_entities(
+        &self,
+        principal: Entity,
+        uids: [Option<EntityUid>; 2],
+    ) -> Result<Entities, EvalError> {
+        let principal_uid = principal.uid();
+        let mut picked: HashMap<EntityUid, Entity> = HashMap::new();
+        let stores = [&self.entities, &self.actions];
+        let pick = |uid: &EntityUid, picked: &mut HashMap<EntityUid, Entity>| {
+            if picked.contains_key(uid) {
+                return;
+            }
+            if let Some(entity) = stores.iter().find_map(|s| s.get(uid)) {
+                picked.insert(uid.clone(), entity.clone());
+            }
+        };
+        for uid in uids.iter().flatten().chain([&principal_uid]) {
+            pick(uid, &mut picked);
+            for store in stores {
+                if let Some(ancestors) = store.ancestors(uid) {
+                    for ancestor in ancestors {
+                        pick(ancestor, &mut picked);
+                    }
+                }
+            }
+        }
+        picked.insert(principal_uid, principal);
+        // Checked against the schema: a claim of the wrong type is refused, not coerced.
+        Entities::from_entities(picked.into_values(), Some(&self.schema))
+            .map_err(|e| EvalError(e.to_string()))
+    }
+
     /// Evaluates one request.
     pub fn evaluate(&self, input: &PolicyInput<'_>) -> Result<PolicyAnswer, EvalError> {
         let principal = self.principal_entity(input)?;
@@ -252,12 +294,7 @@ impl PolicySnapshot {
         let context = input.context.to_cedar()?;
         let request = Request::new(principal_uid, action, resource, context, Some(&self.schema))
             .map_err(|e| EvalError(e.to_string()))?;
-        // The principal built from verified claims replaces any file entity of the same id.
-        let entities = self
-            .entities
-            .clone()
-            .upsert_entities([principal], Some(&self.schema))
-            .map_err(|e| EvalError(e.to_string()))?;
+        let entities = self.request_entities(principal, request_uids(&request))?;
         let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
         let diagnostics = response.diagnostics();
         Ok(PolicyAnswer {
@@ -266,6 +303,11 @@ impl PolicySnapshot {
             errors: diagnostics.errors().map(ToString::to_string).collect(),
         })
     }
+}
+
+/// The action and resource of a request (the principal is handled separately).
+fn request_uids(request: &Request) -> [Option<EntityUid>; 2] {
+    [request.action().cloned(), request.resource().cloned()]
 }
 
 /// Builds the `context` record policies see.
