@@ -772,3 +772,29 @@ async fn the_entities_file_keeps_the_principals_groups_and_attributes() {
         "u2's file roles are kept"
     );
 }
+
+#[tokio::test]
+async fn a_claim_of_the_wrong_type_is_refused_not_coerced() {
+    // `acr` is a String in the schema and copied from the JWT (claims_as_attributes).
+    let (config, risk) = setup();
+    assert!(config
+        .identity
+        .claims_as_attributes
+        .iter()
+        .any(|c| c == "acr"));
+    let req = with_user(
+        request("GET", "/accounts/a1/balance", None),
+        "u1",
+        json!({ "acr": 5 }),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::PolicyError)
+    );
+    let req = with_user(
+        request("GET", "/accounts/a1/balance", None),
+        "u1",
+        json!({ "acr": "urn:mfa" }),
+    );
+    assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
+}
