@@ -11,60 +11,17 @@
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, Schema};
 use criterion::{criterion_group, criterion_main, Criterion};
 use riskgate::audit::AuditSink;
-use riskgate::config::Config;
-use riskgate::decide::Decider;
 use riskgate::request::AccessRequest;
-use riskgate::server::App;
 use riskgate::simulator::{self, ScriptedAction, SimConfig};
 use serde_json::{json, Map, Value};
+mod fixtures;
+
+use fixtures::{build_decider, check_request, config};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-fn repo(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-/// The example config, optionally with `extra` generated policies in a copy of the policy dir.
-fn config(risk_base_url: &str, extra: usize, dir: &Path) -> Config {
-    let mut config = match Config::load(&repo("deploy/riskgate.yaml")) {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
-    let _ = std::fs::create_dir_all(dir);
-    for entry in std::fs::read_dir(repo("policies"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::copy(entry.path(), dir.join(entry.file_name()));
-    }
-    let generated: String = (0..extra)
-        .map(|i| {
-            format!(
-                "@id(\"generated-{i}\")\npermit (principal == User::\"gen-user-{i}\", action == Action::\"view_balance\", resource == Account::\"gen-acct-{i}\")\nwhen {{ context.risk.band == \"low\" && context.risk.score < {} }};\n",
-                i % 100
-            )
-        })
-        .collect();
-    let _ = std::fs::write(dir.join("generated.cedar"), generated);
-    config.policies.dir = dir.to_owned();
-    let secret = dir.join("secret");
-    let _ = std::fs::write(&secret, "sim-secret");
-    if let Some(r) = config.risk.as_mut() {
-        r.base_url = Some(risk_base_url.to_owned());
-        r.client_id = Some("riskgate-test".into());
-        r.client_secret_file = Some(secret);
-    }
-    // A risk-off copy of the balance route, for the core-only measurements.
-    let mut off = config.routes[1].clone();
-    off.path = "/core/{account_id}/balance".into();
-    off.risk = riskgate::config::RiskMode::Off;
-    config.routes.push(off);
-    config
-}
 
 fn user_request(method: &str, path: &str, token: Option<&str>) -> AccessRequest {
     let mut req = AccessRequest::new(method, path);
@@ -140,67 +97,6 @@ fn raw_cedar(dir: &Path) -> RawCedar {
         request,
         policies,
         entities,
-    }
-}
-
-/// A CheckRequest as Envoy sends it for u1 (verified JWT payload in metadata).
-fn check_request(
-    method: &str,
-    path: &str,
-    token: &str,
-) -> riskgate::pb::envoy::service::auth::v3::CheckRequest {
-    use prost_types::value::Kind;
-    use riskgate::pb::envoy::service::auth::v3::{
-        attribute_context, AttributeContext, CheckRequest,
-    };
-    let string = |v: &str| prost_types::Value {
-        kind: Some(Kind::StringValue(v.to_owned())),
-    };
-    let payload = prost_types::Struct {
-        fields: [("sub".to_owned(), string("u1"))].into(),
-    };
-    let ns = prost_types::Struct {
-        fields: [(
-            "jwt_payload".to_owned(),
-            prost_types::Value {
-                kind: Some(Kind::StructValue(payload)),
-            },
-        )]
-        .into(),
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                time: None,
-                http: Some(attribute_context::HttpRequest {
-                    id: "bench".into(),
-                    method: method.into(),
-                    path: path.into(),
-                    host: "bank.example".into(),
-                    headers: [
-                        ("x-action-token".to_owned(), token.to_owned()),
-                        (
-                            "traceparent".to_owned(),
-                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
-                        ),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-            }),
-            metadata_context: Some(riskgate::pb::envoy::config::core::v3::Metadata {
-                filter_metadata: [("envoy.filters.http.jwt_authn".to_owned(), ns)].into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-fn build_decider(config: &Config) -> Arc<Decider> {
-    match App::build(config, AuditSink::disabled()) {
-        Ok(app) => app.decider,
-        Err(e) => panic!("{e}"),
     }
 }
 

@@ -10,6 +10,7 @@
     reason = "tests: a failed step panics with its message"
 )]
 
+mod common;
 mod support;
 
 use reqwest::Method;
@@ -63,17 +64,8 @@ impl Stack {
     }
 
     fn script(&self, token: &str, score: f64, kind: &str, action_type: &str, user: Option<&str>) {
-        self.sim.script(
-            token,
-            ScriptedAction {
-                risk_score: json!(score),
-                recommendation: kind.into(),
-                action_type: action_type.into(),
-                user_id: user.map(String::from),
-                reasons: Some(vec!["PROFILE_DEVICE_NEW".into()]),
-                ..ScriptedAction::default()
-            },
-        );
+        self.sim
+            .script(token, common::scripted(score, kind, action_type, user));
     }
 
     async fn send(
