@@ -15,8 +15,12 @@ use serde_json::{Map, Value};
 pub enum Principal {
     /// A verified user, with the verified claims.
     User {
-        /// Principal id (the configured claim).
+        /// Cedar principal id: the configured claim, qualified as `issuer|subject` when
+        /// several issuers are configured (so two identity providers' `u1` never meet).
         id: String,
+        /// The configured claim as issued: the application's user id, which the risk API's
+        /// `context.user_id` is compared with.
+        subject: String,
         /// All verified claims (attributes and step-up are read from here).
         claims: Map<String, Value>,
     },
@@ -25,10 +29,10 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// The user id, if any.
+    /// The application's user id (the unqualified subject), if any.
     pub fn user_id(&self) -> Option<&str> {
         match self {
-            Principal::User { id, .. } => Some(id),
+            Principal::User { subject, .. } => Some(subject),
             Principal::Anonymous => None,
         }
     }
@@ -52,6 +56,9 @@ pub enum IdentityError {
     /// The trusted header is not base64url JSON.
     #[error("trusted identity header `{0}` is not a base64url JSON object")]
     BadHeader(String),
+    /// `identity.issuers` is set and the payload's `iss` is not one of them (or missing).
+    #[error("issuer is not one of `identity.issuers`")]
+    UnknownIssuer,
 }
 
 /// Establishes the principal for one request.
@@ -71,6 +78,7 @@ pub fn principal(config: &IdentityConfig, req: &AccessRequest) -> Result<Princip
             return match h.format {
                 TrustedHeaderFormat::Plain if !value.trim().is_empty() => Ok(Principal::User {
                     id: value.trim().to_owned(),
+                    subject: value.trim().to_owned(),
                     claims: Map::new(),
                 }),
                 TrustedHeaderFormat::Plain => {
@@ -91,13 +99,32 @@ fn user_from_claims(
     config: &IdentityConfig,
     claims: Map<String, Value>,
 ) -> Result<Principal, IdentityError> {
-    match claims.get(&config.claim).and_then(Value::as_str) {
-        Some(id) if !id.is_empty() => Ok(Principal::User {
-            id: id.to_owned(),
+    let subject = match claims.get(&config.claim).and_then(Value::as_str) {
+        Some(sub) if !sub.is_empty() => sub.to_owned(),
+        _ => return Err(IdentityError::MissingClaim(config.claim.clone())),
+    };
+    if config.issuers.is_empty() {
+        return Ok(Principal::User {
+            id: subject.clone(),
+            subject,
             claims,
-        }),
-        _ => Err(IdentityError::MissingClaim(config.claim.clone())),
+        });
     }
+    let issuer = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .filter(|iss| config.issuers.iter().any(|known| known == iss))
+        .ok_or(IdentityError::UnknownIssuer)?;
+    let id = if config.issuers.len() > 1 {
+        format!("{issuer}|{subject}")
+    } else {
+        subject.clone()
+    };
+    Ok(Principal::User {
+        id,
+        subject,
+        claims,
+    })
 }
 
 /// Decodes a base64url (padded or not) JSON object, as Envoy and Istio forward JWT payloads.
@@ -229,6 +256,51 @@ mod tests {
     }
 
     #[test]
+    fn several_issuers_qualify_the_principal_id() {
+        let config = IdentityConfig {
+            issuers: vec!["https://idp-a".into(), "https://idp-b".into()],
+            ..IdentityConfig::default()
+        };
+        let from = |iss: &str| principal(&config, &with_metadata(json!({"sub": "u1", "iss": iss})));
+        let a = from("https://idp-a");
+        let b = from("https://idp-b");
+        assert!(
+            matches!(&a, Ok(Principal::User { id, .. }) if id == "https://idp-a|u1"),
+            "{a:?}"
+        );
+        assert!(
+            matches!(&b, Ok(Principal::User { id, .. }) if id == "https://idp-b|u1"),
+            "{b:?}"
+        );
+        // the risk API knows the application's user id, unqualified
+        assert_eq!(a.as_ref().ok().and_then(Principal::user_id), Some("u1"));
+        assert_eq!(from("https://evil"), Err(IdentityError::UnknownIssuer));
+        let no_iss = principal(&config, &with_metadata(json!({"sub": "u1"})));
+        assert_eq!(no_iss, Err(IdentityError::UnknownIssuer));
+    }
+
+    #[test]
+    fn one_issuer_is_checked_but_not_prefixed() {
+        let config = IdentityConfig {
+            issuers: vec!["https://idp-a".into()],
+            ..IdentityConfig::default()
+        };
+        let p = principal(
+            &config,
+            &with_metadata(json!({"sub": "u1", "iss": "https://idp-a"})),
+        );
+        assert!(
+            matches!(&p, Ok(Principal::User { id, .. }) if id == "u1"),
+            "{p:?}"
+        );
+        let other = principal(
+            &config,
+            &with_metadata(json!({"sub": "u1", "iss": "https://idp-b"})),
+        );
+        assert_eq!(other, Err(IdentityError::UnknownIssuer));
+    }
+
+    #[test]
     fn step_up_reads_string_or_array_claims() {
         let config = IdentityConfig {
             step_up: Some(StepUpConfig {
@@ -243,6 +315,7 @@ mod tests {
             claims.insert("amr".into(), amr);
             Principal::User {
                 id: "u1".into(),
+                subject: "u1".into(),
                 claims,
             }
         };
@@ -271,6 +344,7 @@ mod tests {
             }
             Principal::User {
                 id: "u1".into(),
+                subject: "u1".into(),
                 claims,
             }
         };

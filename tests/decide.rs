@@ -798,3 +798,65 @@ async fn a_claim_of_the_wrong_type_is_refused_not_coerced() {
     );
     assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
 }
+
+#[tokio::test]
+async fn two_issuers_with_the_same_subject_are_two_principals() {
+    let mut config = custom_policies(
+        "two-issuers",
+        ("entity Anonymous;", "entity Anonymous;"),
+        json!([
+            { "uid": { "type": "Account", "id": "a1" },
+              "attrs": { "owner": { "__entity": { "type": "User", "id": "https://idp-a|u1" } } }, "parents": [] }
+        ]),
+        &std::fs::read_to_string(repo("policies/accounts.cedar")).unwrap_or_default(),
+    );
+    config.identity.issuers = vec!["https://idp-a".into(), "https://idp-b".into()];
+    let risk = Arc::new(ScriptedRisk::default());
+    // The risk API knows the application's user id ("u1"): binding compares with the subject.
+    risk.set("w", Ok(rec(5.0, R::Allow, "withdraw", Some("u1"))));
+    let decider = decider_with(&config, risk.clone());
+    let as_user = |iss: &str, token: Option<&str>, method: &str, path: &str| {
+        with_user(request(method, path, token), "u1", json!({ "iss": iss }))
+    };
+    let a = decider
+        .decide(&as_user(
+            "https://idp-a",
+            None,
+            "GET",
+            "/accounts/a1/balance",
+        ))
+        .await;
+    assert_eq!(a.verdict, Verdict::Allow);
+    assert_eq!(a.principal.as_deref(), Some(r#"User::"https://idp-a|u1""#));
+    let b = decider
+        .decide(&as_user(
+            "https://idp-b",
+            None,
+            "GET",
+            "/accounts/a1/balance",
+        ))
+        .await;
+    assert_eq!(
+        b.verdict,
+        deny(DenyReason::PolicyDeny),
+        "idp-b's u1 is someone else"
+    );
+    let w = decider
+        .decide(&as_user(
+            "https://idp-a",
+            Some("w"),
+            "POST",
+            "/accounts/a1/withdraw",
+        ))
+        .await;
+    assert_eq!(w.verdict, Verdict::Allow);
+    let unknown = decider
+        .decide(&as_user(
+            "https://idp-x",
+            None,
+            "GET",
+            "/accounts/a1/balance",
+        ))
+        .await;
+    assert_eq!(unknown.verdict, deny(DenyReason::BadIdentity));
+}

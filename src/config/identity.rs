@@ -25,6 +25,10 @@ pub struct IdentityConfig {
     /// How a completed step-up (MFA) shows in the claims, to satisfy a CHALLENGE.
     #[serde(default)]
     pub step_up: Option<StepUpConfig>,
+    /// Accepted `iss` values. Empty: not checked. With several, principal ids are
+    /// `issuer|subject`, so the same `sub` from two identity providers never collides.
+    #[serde(default)]
+    pub issuers: Vec<String>,
 }
 
 impl Default for IdentityConfig {
@@ -35,6 +39,7 @@ impl Default for IdentityConfig {
             claim: default_claim(),
             claims_as_attributes: Vec::new(),
             step_up: None,
+            issuers: Vec::new(),
         }
     }
 }
@@ -119,6 +124,17 @@ impl IdentityConfig {
                     "must be a header name",
                 ));
             }
+        }
+        if self.issuers.len() > 1
+            && self
+                .trusted_header
+                .as_ref()
+                .is_some_and(|h| h.format == TrustedHeaderFormat::Plain)
+        {
+            return Err(ConfigError::field(
+                "identity.issuers",
+                "several issuers need the issuer in the identity: a `plain` trusted header has none",
+            ));
         }
         if let Some(s) = &self.step_up {
             if s.claim.is_empty() || s.contains.is_empty() {

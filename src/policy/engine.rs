@@ -223,7 +223,7 @@ impl PolicySnapshot {
                 uid(ANONYMOUS_TYPE, "anonymous")?,
                 HashSet::new(),
             )),
-            Principal::User { id, claims } => {
+            Principal::User { id, claims, .. } => {
                 let user = uid(USER_TYPE, id)?;
                 // Start from the entities file's record of this user (its groups and
                 // attributes: block lists, roles kept there must keep working), then add the
