@@ -23,6 +23,11 @@ use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 /// Longest a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most handshakes in flight at once. Beyond it no further connection is accepted until one
+/// finishes (they wait in the kernel's backlog), so a flood of silent clients cannot make
+/// riskgate hold an unbounded number of half-open TLS sessions.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
 /// TLS connections accepted on the gRPC port.
 pub struct TlsIncoming {
     tcp: TcpIncoming,
@@ -66,7 +71,7 @@ impl Stream for TlsIncoming {
         let this = self.get_mut();
         loop {
             // Take every connection the listener has ready; each one handshakes on its own.
-            while !this.tcp_done {
+            while !this.tcp_done && this.handshakes.len() < MAX_PENDING_HANDSHAKES {
                 match Pin::new(&mut this.tcp).poll_next(cx) {
                     Poll::Ready(Some(Ok(tcp))) => this.start_handshake(tcp),
                     // tonic skips accept errors and keeps accepting
