@@ -259,7 +259,9 @@ impl PolicySnapshot {
         uids: [Option<EntityUid>; 2],
     ) -> Result<Entities, EvalError> {
         let principal_uid = principal.uid();
-        let mut picked: HashMap<EntityUid, Entity> = HashMap::new();
+        // The principal built from claims goes in first, so the file's copy is never cloned.
+        let mut picked: HashMap<EntityUid, Entity> =
+            HashMap::from([(principal_uid.clone(), principal)]);
         let stores = [&self.entities, &self.actions];
         let pick = |uid: &EntityUid, picked: &mut HashMap<EntityUid, Entity>| {
             if picked.contains_key(uid) {
@@ -279,7 +281,6 @@ impl PolicySnapshot {
                 }
             }
         }
-        picked.insert(principal_uid, principal);
         // Checked against the schema: a claim of the wrong type is refused, not coerced.
         Entities::from_entities(picked.into_values(), Some(&self.schema))
             .map_err(|e| EvalError(e.to_string()))
