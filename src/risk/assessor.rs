@@ -53,8 +53,6 @@ pub struct Assessment {
     pub recommendation: Arc<Recommendation>,
     /// Served from the cache.
     pub cache_hit: bool,
-    /// The token's cache key (for the use counter).
-    pub key: TokenKey,
 }
 
 /// Timing knobs of the assessor.
@@ -160,7 +158,6 @@ impl Assessor {
             return Ok(Assessment {
                 recommendation: hit.recommendation,
                 cache_hit: true,
-                key,
             });
         }
         let budget = self.budget_for(deadline);
@@ -174,7 +171,6 @@ impl Assessor {
             Ok(Ok(fresh)) => Ok(Assessment {
                 recommendation: fresh.recommendation,
                 cache_hit: false,
-                key,
             }),
         }
     }
