@@ -164,8 +164,11 @@ impl Stack {
         let template =
             std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CONFIG))
                 .expect("read the shipped mTLS Envoy config");
-        let rendered = render(&template, &ports, &dir, free_port(), cert);
-        let envoy = Envoy::start_rendered(&dir, &bin, ports, "envoy-mtls.yaml", &rendered).await;
+        let idp_port = free_port();
+        let envoy = Envoy::start_with(&dir, &bin, ports, "envoy-mtls.yaml", |p| {
+            render(&template, p, &dir, idp_port, cert)
+        })
+        .await;
         Some(Stack {
             envoy,
             riskgate,

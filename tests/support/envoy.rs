@@ -184,18 +184,45 @@ impl Envoy {
     pub async fn start(dir: &TestDir, bin: &Path, ports: Ports) -> Envoy {
         let template = std::fs::read_to_string(repo_root().join(CONFIG))
             .unwrap_or_else(|e| panic!("read {CONFIG}: {e}"));
-        Envoy::start_rendered(dir, bin, ports, "envoy.yaml", &render(&template, &ports)).await
+        Envoy::start_with(dir, bin, ports, "envoy.yaml", |p| render(&template, p)).await
     }
 
-    /// Like [`Envoy::start`], on a config the test rendered itself (for `ports`), written into
-    /// `dir` as `name`.
-    pub async fn start_rendered(
+    /// Like [`Envoy::start`], on a config the test renders itself for the ports it is given,
+    /// written into `dir` as `name`.
+    ///
+    /// A free port is found by binding and releasing it, and another test process can take it
+    /// before Envoy binds it: when Envoy stops with "Address already in use", its listener and
+    /// admin ports are chosen again and it is started again (a few times at most).
+    pub async fn start_with(
         dir: &TestDir,
         bin: &Path,
-        ports: Ports,
+        mut ports: Ports,
         name: &str,
-        rendered: &str,
+        render_for: impl Fn(&Ports) -> String,
     ) -> Envoy {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut envoy = Envoy::spawn(dir, bin, ports, name, &render_for(&ports));
+            match envoy.wait_ready().await {
+                Ok(()) => return envoy,
+                Err(why)
+                    if attempt < ATTEMPTS
+                        && envoy.proc.stderr().contains("Address already in use") =>
+                {
+                    eprintln!("envoy: a port was taken before Envoy bound it ({why}); retrying with new ports");
+                    drop(envoy);
+                    ports = Ports::new(ports.riskgate, ports.upstream);
+                }
+                Err(why) => {
+                    envoy.proc.dump_logs();
+                    panic!("{why} (config {})", envoy.config.display());
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(dir: &TestDir, bin: &Path, ports: Ports, name: &str, rendered: &str) -> Envoy {
         let config = dir.join(name);
         std::fs::write(&config, rendered).expect("write the rendered Envoy config");
 
@@ -215,16 +242,14 @@ impl Envoy {
                     .as_millis()
                     .to_string(),
             );
-        let mut envoy = Envoy {
+        Envoy {
             proc: Proc::spawn(dir, "envoy", cmd),
             ports,
             config,
-        };
-        envoy.wait_ready().await;
-        envoy
+        }
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let client = &super::http::client();
         let ready_url = &self.admin_url("/ready");
         let proc = &mut self.proc;
@@ -242,10 +267,7 @@ impl Envoy {
             }
         })
         .await;
-        if let Err(why) = result {
-            self.proc.dump_logs();
-            panic!("{why} (config {})", self.config.display());
-        }
+        result
     }
 
     pub fn ports(&self) -> &Ports {

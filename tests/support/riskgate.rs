@@ -102,6 +102,25 @@ pub fn render_config(
     serde_yaml_ng::to_string(&v).expect("render config")
 }
 
+/// Waits for `/readyz` (200), failing at once when the process has exited.
+async fn ready_or_exited(proc: &mut Proc, ready: &str) -> Result<(), String> {
+    let client = &super::http::client();
+    wait::until("riskgate /readyz", wait::ready_timeout(), || {
+        let exited = proc.exited();
+        async move {
+            if let Some(status) = exited {
+                return wait::Probe::Fatal(format!("riskgate exited during start-up ({status})"));
+            }
+            match client.get(ready).send().await {
+                Ok(r) if r.status().is_success() => wait::Probe::Ready(()),
+                Ok(r) => wait::Probe::NotYet(format!("status {}", r.status())),
+                Err(e) => wait::Probe::NotYet(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
 impl Riskgate {
     /// Starts riskgate against the risk API at `risk_base_url` and waits until it is ready.
     pub async fn start(
@@ -111,21 +130,58 @@ impl Riskgate {
     ) -> Riskgate {
         let [grpc_port, admin_port] = free_ports::<2>();
         let config = render_config(dir, risk_base_url, grpc_port, admin_port, tweak);
-        let path = dir.join("riskgate.yaml");
-        std::fs::write(&path, config).expect("write riskgate.yaml");
-        let mut cmd = Command::new(binary("riskgate"));
-        cmd.args(["serve", "--log-format", "text", "-c"]).arg(&path);
-        let proc = Proc::spawn(dir, "riskgate", cmd);
-        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-        if let Err(e) = wait::http_ok(&ready, wait::ready_timeout()).await {
-            proc.dump_logs();
-            panic!("riskgate did not become ready: {e}");
+        let mut config: Value =
+            serde_yaml_ng::from_str(&config).expect("re-read the rendered config");
+        // A port found free can be taken by another test process before riskgate binds it:
+        // riskgate then exits naming the address, and is started again on new ports.
+        const ATTEMPTS: usize = 5;
+        let (mut grpc_port, mut admin_port) = (grpc_port, admin_port);
+        for attempt in 1..=ATTEMPTS {
+            set(
+                &mut config,
+                &["listen", "grpc"],
+                Value::from(format!("127.0.0.1:{grpc_port}")),
+            );
+            set(
+                &mut config,
+                &["listen", "admin"],
+                Value::from(format!("127.0.0.1:{admin_port}")),
+            );
+            let path = dir.join("riskgate.yaml");
+            std::fs::write(
+                &path,
+                serde_yaml_ng::to_string(&config).expect("render config"),
+            )
+            .expect("write riskgate.yaml");
+            let mut cmd = Command::new(binary("riskgate"));
+            cmd.args(["serve", "--log-format", "text", "-c"]).arg(&path);
+            let mut proc = Proc::spawn(dir, "riskgate", cmd);
+            let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+            match ready_or_exited(&mut proc, &ready).await {
+                Ok(()) => {
+                    return Riskgate {
+                        proc,
+                        grpc_port,
+                        admin_port,
+                    }
+                }
+                _ if attempt < ATTEMPTS
+                    && proc.exited().is_some()
+                    && proc.stderr().contains("cannot listen on") =>
+                {
+                    eprintln!(
+                        "riskgate: a port was taken before it bound it; retrying with new ports"
+                    );
+                    drop(proc);
+                    [grpc_port, admin_port] = free_ports::<2>();
+                }
+                result => {
+                    proc.dump_logs();
+                    panic!("riskgate did not become ready: {result:?}");
+                }
+            }
         }
-        Riskgate {
-            proc,
-            grpc_port,
-            admin_port,
-        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Audit lines written so far (one JSON object per decision).
