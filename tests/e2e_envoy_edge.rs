@@ -2,7 +2,7 @@
 //! Envoy gives on its own, before or without riskgate.
 //!
 //! Set-up per test: a recording upstream, and Envoy with its ext_authz cluster pointing at a free
-//! loopback port where nothing listens (riskgate is down). So:
+//! loopback port whose every connection is closed at once (riskgate is down). So:
 //! * a JWT that is present but bad (expired, wrong issuer, forged signature, garbage) → 401 from
 //!   `jwt_authn` (a wrong audience → 403, Envoy's choice), and ext_authz is never consulted;
 //! * a valid JWT, or none (anonymous) → 503 from ext_authz's `status_on_error`: riskgate down is
@@ -23,7 +23,6 @@ use reqwest::{Method, StatusCode};
 use support::envoy::{self, Envoy, Ports};
 use support::http::client;
 use support::jwt;
-use support::ports::free_port;
 use support::procs::TestDir;
 use support::upstream::Upstream;
 
@@ -31,6 +30,7 @@ use support::upstream::Upstream;
 struct Edge {
     envoy: Envoy,
     upstream: Upstream,
+    _riskgate_down: tokio::task::JoinHandle<()>,
     _dir: TestDir,
 }
 
@@ -40,11 +40,22 @@ impl Edge {
         let bin = envoy::binary()?;
         let dir = TestDir::new(test);
         let upstream = Upstream::start().await;
-        let riskgate_down = free_port(); // nothing listens here
+        // riskgate is down: this port is held (so no other test process can take it) and
+        // every connection to it is closed at once, as a crashed server's would be.
+        let down = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the riskgate-down port");
+        let riskgate_down = down.local_addr().expect("local address").port();
+        let refuser = tokio::spawn(async move {
+            while let Ok((conn, _)) = down.accept().await {
+                drop(conn);
+            }
+        });
         let envoy = Envoy::start(&dir, &bin, Ports::new(riskgate_down, upstream.port())).await;
         Some(Edge {
             envoy,
             upstream,
+            _riskgate_down: refuser,
             _dir: dir,
         })
     }
