@@ -283,7 +283,7 @@ impl AuditSink {
     pub fn record(&self, decision: Decision) {
         let Some(tx) = &self.tx else { return };
         let queued = Queued {
-            at_ms: crate::risk::assessor::now_ms(),
+            at_ms: crate::clock::now_ms(),
             decision,
         };
         if tx.try_send(queued).is_err() {

@@ -2,7 +2,7 @@
 //! the metrics. A denial is a normal answer, never an error.
 
 use crate::canonical::NonCanonical;
-use crate::risk::{Band, BindingViolation};
+use crate::decide::risk::{Band, BindingViolation};
 use std::time::Duration;
 
 /// The outcome of one Check.

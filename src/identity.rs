@@ -157,7 +157,7 @@ pub fn step_up_done(config: &IdentityConfig, principal: &Principal) -> bool {
             .get("auth_time")
             .and_then(Value::as_i64)
             .is_some_and(|at| {
-                let now = crate::risk::assessor::now_ms() / 1000;
+                let now = crate::clock::now_ms() / 1000;
                 now.saturating_sub(at) <= i64::try_from(max_age).unwrap_or(i64::MAX)
             }),
     };
@@ -335,7 +335,7 @@ mod tests {
             }),
             ..IdentityConfig::default()
         };
-        let now = crate::risk::assessor::now_ms() / 1000;
+        let now = crate::clock::now_ms() / 1000;
         let user = |auth_time: Option<i64>| {
             let mut claims = Map::new();
             claims.insert("amr".into(), json!(["mfa"]));

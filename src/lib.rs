@@ -23,6 +23,7 @@ pub mod admin;
 pub mod audit;
 pub mod authz;
 pub mod canonical;
+pub mod clock;
 pub mod config;
 pub mod decide;
 pub mod decision;

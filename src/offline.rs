@@ -5,12 +5,12 @@
 //! * `riskgate validate` — config, routes, schema, entities, live and shadow policies, and
 //!   optionally that the risk budget fits under the proxy's ext_authz timeout.
 
+use crate::clock::now_ms;
 use crate::config::proxy::{self, ProxyKind};
 use crate::config::{Config, ConfigError};
 use crate::decide::{DecideSettings, Decider, Snapshot};
 use crate::decision::Decision;
 use crate::request::AccessRequest;
-use crate::risk::assessor::now_ms;
 use crate::risk::source::{BoxFuture, FetchError, RiskSource};
 use crate::risk::{Assessor, Breaker, Recommendation, RecommendationType};
 use crate::routes::Lookup;

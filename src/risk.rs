@@ -1,26 +1,23 @@
-//! Real-time risk: the Transmit-compatible recommendations client, its OAuth token, the
-//! per-action cache, binding checks and bands.
+//! Getting a recommendation: the Transmit-compatible recommendations client, its OAuth
+//! token, the per-action cache with single flight, and the breaker. What a recommendation
+//! *means* for a request (binding, bands, fail modes, uses) is the decision's business:
+//! [`crate::decide::risk`].
 //!
 //! ```text
-//! decide() ──► Assessor (moka cache, single flight, breaker, budget)
+//! decide::risk ──► Assessor (moka cache, single flight, breaker, budget)
 //!                 └──► dyn RiskSource ──► TransmitClient ──► GET {host}/risk/v1/recommendation
 //!                                              └──► TokenManager ──► POST {host}/oidc/token
 //! ```
 
 pub mod assessor;
-pub mod band;
-pub mod binding;
 pub mod breaker;
 pub mod client;
-pub mod ledger;
 pub mod reasons;
 pub mod recommendation;
 pub mod source;
 pub mod token;
 
 pub use assessor::{Assessment, Assessor, AssessorSettings, TokenKey};
-pub use band::Band;
-pub use binding::BindingViolation;
 pub use breaker::Breaker;
 pub use recommendation::{Recommendation, RecommendationType};
 pub use source::{FetchError, RiskSource};

@@ -179,8 +179,8 @@ pub fn to_check_response(d: &Decision, settings: &AnswerSettings) -> CheckRespon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::risk::Band;
     use crate::decision::RiskFacts;
-    use crate::risk::Band;
 
     fn denied(resp: &CheckResponse) -> Option<&DeniedHttpResponse> {
         match &resp.http_response {

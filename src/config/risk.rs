@@ -113,18 +113,8 @@ impl Default for CacheConfig {
     }
 }
 
-/// Behaviour when the risk API is unavailable (never for client-caused token problems).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailMode {
-    /// 503 with `retry-after`.
-    #[default]
-    Closed,
-    /// Treat as band medium: reads only.
-    ReadOnly,
-    /// Treat as band low, logged and counted loudly.
-    Open,
-}
+/// Behaviour when the risk API is unavailable; defined with the rule that applies it.
+pub use crate::decide::risk::FailMode;
 
 /// Score → band thresholds: low `[0, medium_from)`, medium `[medium_from, high_from)`,
 /// high `[high_from, 100]`.

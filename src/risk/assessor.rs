@@ -1,5 +1,11 @@
 //! Per-action recommendation cache in front of a [`RiskSource`], with single flight, the
-//! circuit breaker, the time budget and the per-token use counter.
+//! circuit breaker and the time budget.
+//!
+//! A fetch is a task of its own: it runs with the full budget whoever started it, fills the
+//! cache and answers every Check waiting for it. A Check that stops waiting — its client
+//! hung up, or its deadline is shorter than the budget — neither cancels the fetch nor
+//! counts as a failure; only the API's own faults (the budget exceeded, connect errors,
+//! 5xx, garbage) reach the breaker.
 //!
 //! The cache key is the SHA-256 of the action token: one token stands for one reported
 //! action, and a claim decoded from the token without verification could be forged to
@@ -7,15 +13,16 @@
 //! and never decisions.
 
 use super::breaker::Breaker;
-use super::ledger::{UseLedger, UseRefused};
 use super::recommendation::Recommendation;
-use super::source::{FetchError, RiskSource};
+use super::source::{BoxFuture, FetchError, RiskSource};
+use crate::clock::now_ms;
 use base64::Engine as _;
+use futures_util::future::{FutureExt as _, Shared};
 use moka::Expiry;
 use sha2::{Digest, Sha256};
-
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
 /// SHA-256 of an action token.
@@ -70,13 +77,26 @@ pub struct AssessorSettings {
     pub max_entries: u64,
 }
 
+/// One fetch's answer, shared by every Check waiting for it.
+type SharedFetch = Shared<BoxFuture<'static, Result<Arc<Recommendation>, FetchError>>>;
+
+/// Fetches in flight, by token key: a Check that misses the cache joins the running fetch
+/// for its token instead of starting another.
+type InFlight = Arc<Mutex<HashMap<TokenKey, SharedFetch>>>;
+
 /// Cached, budgeted, breaker-protected access to recommendations.
 pub struct Assessor {
-    source: Arc<dyn RiskSource>,
+    fetcher: Arc<Fetcher>,
     cache: moka::future::Cache<TokenKey, Cached>,
-    uses: UseLedger,
-    breaker: Arc<Breaker>,
+    in_flight: InFlight,
     settings: AssessorSettings,
+}
+
+/// What a detached fetch task needs: the source, the breaker, the budget and the observer.
+struct Fetcher {
+    source: Arc<dyn RiskSource>,
+    breaker: Arc<Breaker>,
+    budget: Duration,
     observer: std::sync::OnceLock<Arc<dyn RiskObserver>>,
 }
 
@@ -88,8 +108,8 @@ impl std::fmt::Debug for Assessor {
     }
 }
 
-/// Records an outage if a fetch is abandoned (its Check ran out of budget) before it
-/// reported, so a hanging API trips the breaker once per call, not once per waiting Check.
+/// Records an outage if a fetch task is dropped before it reported (the runtime is
+/// shutting down), so the breaker never keeps a half-open probe it will not hear back from.
 struct OutcomeGuard<'a>(Option<&'a Breaker>);
 
 impl Drop for OutcomeGuard<'_> {
@@ -111,28 +131,27 @@ impl Assessor {
             .max_capacity(settings.max_entries)
             .expire_after(PerEntryTtl)
             .build();
-        let uses = UseLedger::new(
-            usize::try_from(settings.max_entries).unwrap_or(usize::MAX),
-            settings.ttl.max(settings.max_age),
-        );
         Assessor {
-            source,
+            fetcher: Arc::new(Fetcher {
+                source,
+                breaker,
+                budget: settings.budget,
+                observer: std::sync::OnceLock::new(),
+            }),
             cache,
-            uses,
-            breaker,
+            in_flight: Arc::default(),
             settings,
-            observer: std::sync::OnceLock::new(),
         }
     }
 
     /// Reports API calls to `observer` (set once, e.g. by the metrics).
     pub fn set_observer(&self, observer: Arc<dyn RiskObserver>) {
-        let _ = self.observer.set(observer);
+        let _ = self.fetcher.observer.set(observer);
     }
 
     /// The breaker (for metrics).
     pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+        &self.fetcher.breaker
     }
 
     /// Time this Check may spend on the API: the budget, but never more than the remaining
@@ -148,6 +167,10 @@ impl Assessor {
     }
 
     /// The recommendation for `action_token`, from the cache or the API.
+    ///
+    /// A miss joins the fetch in flight for the token, or starts one. This Check waits at
+    /// most [`Self::budget_for`] its deadline; when that is shorter than the budget and
+    /// runs out, it gets [`FetchError::CallerDeadline`] while the fetch goes on.
     pub async fn assess(
         &self,
         action_token: &str,
@@ -160,32 +183,90 @@ impl Assessor {
                 cache_hit: true,
             });
         }
-        let budget = self.budget_for(deadline);
-        if budget.is_zero() {
-            return Err(FetchError::Timeout);
+        let wait = self.budget_for(deadline);
+        if wait.is_zero() {
+            return Err(FetchError::CallerDeadline);
         }
-        let init = self.fetch_and_wrap(action_token);
-        match tokio::time::timeout(budget, self.cache.try_get_with(key, init)).await {
-            Err(_) => Err(FetchError::Timeout),
-            Ok(Err(shared)) => Err((*shared).clone()),
-            Ok(Ok(fresh)) => Ok(Assessment {
-                recommendation: fresh.recommendation,
-                cache_hit: false,
-            }),
-        }
+        let fetch = self.join_or_start(key, action_token);
+        let result = if wait >= self.settings.budget {
+            // the fetch itself ends within the budget
+            fetch.await
+        } else {
+            tokio::time::timeout(wait, fetch)
+                .await
+                .unwrap_or(Err(FetchError::CallerDeadline))
+        };
+        result.map(|recommendation| Assessment {
+            recommendation,
+            cache_hit: false,
+        })
     }
 
-    async fn fetch_and_wrap(&self, action_token: &str) -> Result<Cached, FetchError> {
+    /// The fetch in flight for `key`, or a new detached one.
+    fn join_or_start(&self, key: TokenKey, action_token: &str) -> SharedFetch {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = in_flight.get(&key) {
+            return running.clone();
+        }
+        let task = tokio::spawn(fetch_task(
+            self.fetcher.clone(),
+            self.cache.clone(),
+            self.in_flight.clone(),
+            key,
+            action_token.to_owned(),
+            self.settings.clone(),
+        ));
+        let shared: SharedFetch = async move { task.await.unwrap_or(Err(FetchError::Aborted)) }
+            .boxed()
+            .shared();
+        in_flight.insert(key, shared.clone());
+        shared
+    }
+
+    /// Entries in the recommendation cache (approximate, for metrics).
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+/// One API call with the full budget, run as its own task: it reports to the breaker and
+/// the observer, fills the cache on success and leaves the in-flight map when done.
+async fn fetch_task(
+    fetcher: Arc<Fetcher>,
+    cache: moka::future::Cache<TokenKey, Cached>,
+    in_flight: InFlight,
+    key: TokenKey,
+    action_token: String,
+    settings: AssessorSettings,
+) -> Result<Arc<Recommendation>, FetchError> {
+    let result = fetcher.call(&action_token).await.map(Arc::new);
+    if let Ok(recommendation) = &result {
+        let ttl = ttl_for(&settings, &action_token, recommendation);
+        let cached = Cached {
+            recommendation: recommendation.clone(),
+            ttl,
+        };
+        cache.insert(key, cached).await;
+    }
+    in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
+    result
+}
+
+impl Fetcher {
+    /// Asks the source within the budget, behind the breaker.
+    async fn call(&self, action_token: &str) -> Result<Recommendation, FetchError> {
         if !self.breaker.try_acquire() {
             return Err(FetchError::BreakerOpen);
         }
         let mut guard = OutcomeGuard(Some(&self.breaker));
         let started = Instant::now();
-        let result = self
-            .source
-            .fetch(action_token)
+        let result = tokio::time::timeout(self.budget, self.source.fetch(action_token))
             .instrument(tracing::debug_span!("risk_api_call"))
-            .await;
+            .await
+            .unwrap_or(Err(FetchError::Timeout));
         guard.0 = None;
         if let Some(o) = self.observer.get() {
             let label = result.as_ref().map_or_else(FetchError::label, |_| "ok");
@@ -195,51 +276,27 @@ impl Assessor {
             Ok(_) | Err(FetchError::Rejected(_)) => self.breaker.on_success(),
             Err(_) => self.breaker.on_outage(),
         }
-        let recommendation = result?;
-        let ttl = self.ttl_for(action_token, &recommendation);
-        Ok(Cached {
-            recommendation: Arc::new(recommendation),
-            ttl,
-        })
-    }
-
-    /// The configured TTL, shortened to the token's own `exp` when it has one (read
-    /// without verification: it can only shorten, never lengthen, the entry's life) and
-    /// to the moment the action becomes too old to authorize anything.
-    fn ttl_for(&self, action_token: &str, rec: &Recommendation) -> Duration {
-        let now_ms = now_ms();
-        let mut ttl = self.settings.ttl;
-        if let Some(exp_s) = unverified_exp(action_token) {
-            ttl = ttl.min(Duration::from_millis(
-                u64::try_from(exp_s.saturating_mul(1000).saturating_sub(now_ms)).unwrap_or(0),
-            ));
-        }
-        let stale_at = rec
-            .action_performed_at_ms
-            .saturating_add(i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX));
-        ttl.min(Duration::from_millis(
-            u64::try_from(stale_at.saturating_sub(now_ms)).unwrap_or(0),
-        ))
-    }
-
-    /// Counts one authorized use of the action (`context.action_id`), refusing beyond
-    /// `max_uses` or when the ledger is full of live actions (per replica).
-    pub fn consume_use(&self, action_id: &str, max_uses: u32) -> Result<(), UseRefused> {
-        self.uses.consume(action_id, max_uses)
-    }
-
-    /// Entries in the recommendation cache (approximate, for metrics).
-    pub fn cached_entries(&self) -> u64 {
-        self.cache.entry_count()
+        result
     }
 }
 
-/// Current time in epoch milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// The configured TTL, shortened to the token's own `exp` when it has one (read without
+/// verification: it can only shorten, never lengthen, the entry's life) and to the moment
+/// the action becomes too old to authorize anything.
+fn ttl_for(settings: &AssessorSettings, action_token: &str, rec: &Recommendation) -> Duration {
+    let now_ms = now_ms();
+    let mut ttl = settings.ttl;
+    if let Some(exp_s) = unverified_exp(action_token) {
+        ttl = ttl.min(Duration::from_millis(
+            u64::try_from(exp_s.saturating_mul(1000).saturating_sub(now_ms)).unwrap_or(0),
+        ));
+    }
+    let stale_at = rec
+        .action_performed_at_ms
+        .saturating_add(i64::try_from(settings.max_age.as_millis()).unwrap_or(i64::MAX));
+    ttl.min(Duration::from_millis(
+        u64::try_from(stale_at.saturating_sub(now_ms)).unwrap_or(0),
+    ))
 }
 
 /// `exp` (epoch seconds) of a JWT-shaped token, read without verification.
@@ -257,7 +314,6 @@ fn unverified_exp(token: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::risk::recommendation::RecommendationType;
-    use crate::risk::source::BoxFuture;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Fake {
@@ -375,7 +431,8 @@ mod tests {
         let a = assessor(f, 60_000);
         let started = Instant::now();
         let got = a.assess("t", Some(Duration::from_millis(100))).await;
-        assert_eq!(got.err(), Some(FetchError::Timeout));
+        // the Check's deadline, not the API, ran out first
+        assert_eq!(got.err(), Some(FetchError::CallerDeadline));
         // deadline 100 ms − reserve 20 ms: well under the 200 ms budget.
         assert!(started.elapsed() < Duration::from_millis(190));
     }
@@ -415,6 +472,71 @@ mod tests {
         assert_eq!(f.calls.load(Ordering::SeqCst), 3);
     }
 
+    /// Issue 11 item 3: a Check cancelled because its client hung up is not a risk-API
+    /// failure. Failed on the old code: five abandoned fetches opened the breaker.
+    #[tokio::test]
+    async fn cancelled_checks_never_trip_the_breaker() {
+        let f = fake(60, Ok(()));
+        let a = assessor(f.clone(), 60_000);
+        for i in 0..5 {
+            let token = format!("t{i}");
+            let check = a.assess(&token, None);
+            // the client hangs up: the Check's future is dropped mid-fetch
+            assert!(tokio::time::timeout(Duration::from_millis(5), check)
+                .await
+                .is_err());
+        }
+        assert_eq!(
+            a.breaker().state(),
+            crate::risk::breaker::BreakerState::Closed
+        );
+        assert!(a.assess("fresh", None).await.is_ok());
+    }
+
+    /// Issue 11 item 3: a waiter with a short deadline stops waiting without cutting the
+    /// shared fetch, which runs with the full budget and fills the cache. Failed on the
+    /// old code: each short waiter cut (and counted) its own call.
+    #[tokio::test]
+    async fn short_deadlines_do_not_cut_the_shared_fetch() {
+        // the fetch (150 ms) fits the 200 ms budget; three 20 ms waiters give up before it ends
+        let f = fake(150, Ok(()));
+        let a = assessor(f.clone(), 60_000);
+        for _ in 0..3 {
+            // 40 ms deadline − 20 ms reserve: the waiter gives up after 20 ms
+            let got = a.assess("t", Some(Duration::from_millis(40))).await;
+            assert_eq!(got.err(), Some(FetchError::CallerDeadline));
+        }
+        assert_eq!(
+            a.breaker().state(),
+            crate::risk::breaker::BreakerState::Closed
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = a.assess("t", None).await;
+        assert!(
+            later.is_ok_and(|x| x.cache_hit),
+            "the fetch finished for the cache"
+        );
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Issue 11 item 3: single flight holds when the API is slower than the budget.
+    /// Failed on the old code: 5 staggered Checks made 5 calls.
+    #[tokio::test]
+    async fn single_flight_holds_when_the_api_is_slower_than_the_budget() {
+        let f = fake(1_000, Ok(()));
+        let a = Arc::new(assessor(f.clone(), 60_000));
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let a = a.clone();
+            tasks.push(tokio::spawn(async move { a.assess("slow", None).await }));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        for t in tasks {
+            assert!(matches!(t.await, Ok(Err(FetchError::Timeout))));
+        }
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn rejected_tokens_never_trip_the_breaker() {
         let f = fake(0, Err(FetchError::Rejected(400)));
@@ -429,14 +551,6 @@ mod tests {
     }
 
     #[test]
-    fn uses_are_counted_per_action() {
-        let a = assessor(fake(0, Ok(())), 60_000);
-        assert_eq!(a.consume_use("act-1", 1), Ok(()));
-        assert_eq!(a.consume_use("act-1", 1), Err(UseRefused::UsedUp));
-        assert_eq!(a.consume_use("act-2", 1), Ok(()));
-    }
-
-    #[test]
     fn token_exp_only_shortens_the_ttl() {
         let a = assessor(fake(0, Ok(())), 60_000);
         let payload = |exp: i64| {
@@ -444,18 +558,18 @@ mod tests {
                 .encode(serde_json::json!({ "exp": exp }).to_string())
         };
         let soon = format!("h.{}.s", payload(now_ms() / 1000 + 5));
-        let ttl = a.ttl_for(&soon, &rec(now_ms()));
+        let ttl = ttl_for(&a.settings, &soon, &rec(now_ms()));
         assert!(
             ttl <= Duration::from_secs(5) && ttl > Duration::from_secs(3),
             "{ttl:?}"
         );
         let late = format!("h.{}.s", payload(now_ms() / 1000 + 100_000));
         assert_eq!(
-            a.ttl_for(&late, &rec(now_ms())),
+            ttl_for(&a.settings, &late, &rec(now_ms())),
             Duration::from_millis(60_000)
         );
         assert_eq!(
-            a.ttl_for("opaque", &rec(now_ms())),
+            ttl_for(&a.settings, "opaque", &rec(now_ms())),
             Duration::from_millis(60_000)
         );
     }

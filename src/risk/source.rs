@@ -46,12 +46,21 @@ pub enum FetchError {
     /// 4xx other than 401/429: the action token is missing, malformed or unknown.
     #[error("risk api rejected the action token (status {0})")]
     Rejected(u16),
+    /// The Check's own deadline left no time to wait for the API. Not the API's fault:
+    /// the shared fetch goes on for the cache, the breaker counts nothing, and the Check
+    /// is answered 503 whatever the fail mode (a client cannot buy a fail-open answer by
+    /// sending a short deadline).
+    #[error("the check's deadline left no time for the risk api")]
+    CallerDeadline,
+    /// The fetch task ended without an answer (the runtime is shutting down).
+    #[error("risk api call did not finish")]
+    Aborted,
 }
 
 impl FetchError {
     /// Whether this is an outage (fail mode applies) rather than a rejected token.
     pub fn is_outage(&self) -> bool {
-        !matches!(self, FetchError::Rejected(_))
+        !matches!(self, FetchError::Rejected(_) | FetchError::CallerDeadline)
     }
 
     /// Bounded label for metrics and audit.
@@ -66,6 +75,8 @@ impl FetchError {
             FetchError::Garbage(_) => "garbage",
             FetchError::BreakerOpen => "breaker_open",
             FetchError::Rejected(_) => "rejected",
+            FetchError::CallerDeadline => "check_deadline",
+            FetchError::Aborted => "aborted",
         }
     }
 }
@@ -75,8 +86,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_rejections_are_not_outages() {
+    fn only_rejections_and_short_deadlines_are_not_outages() {
         assert!(!FetchError::Rejected(400).is_outage());
+        assert!(!FetchError::CallerDeadline.is_outage());
         for e in [
             FetchError::Timeout,
             FetchError::Connect("x".into()),
@@ -85,6 +97,7 @@ mod tests {
             FetchError::Unauthorized,
             FetchError::Garbage("x".into()),
             FetchError::BreakerOpen,
+            FetchError::Aborted,
         ] {
             assert!(e.is_outage(), "{e}");
         }

@@ -1,9 +1,16 @@
-//! How many requests each reported action has authorized, for `max_uses` (replay
-//! protection, per replica). Keyed by the API's `context.action_id` — the action itself, not
-//! the token's spelling — and never evicted before the action is too old to be accepted
+//! Stage 6, uses: an allowed request spends one use of its action (`max_uses`; writes
+//! default to single use). Only allowed requests consume, so a denied attempt never uses
+//! up a token.
+//!
+//! The [`UseLedger`] counts uses per API `context.action_id` — the action itself, not the
+//! token's spelling — and never evicts before the action is too old to be accepted
 //! anyway: a cache that forgot a count under pressure would let a single-use token be
-//! replayed. When full of live entries it refuses, so pressure fails closed.
+//! replayed. When full of live entries it refuses, so pressure fails closed. Per replica.
 
+use super::risk::{BindingViolation, RiskOutcome};
+use crate::decision::DenyReason;
+use crate::policy::PolicySnapshot;
+use crate::routes::Route;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -75,6 +82,33 @@ impl UseLedger {
             .counts
             .insert(action_id.to_owned(), (1, now + self.keep_for));
         Ok(())
+    }
+}
+
+/// Spends one use of the assessed action when the route limits uses: the route's
+/// `max_uses`, else one for a write (an action the policies do not mark as a read).
+pub fn consume(
+    ledger: &UseLedger,
+    policies: &PolicySnapshot,
+    route: &Route,
+    risk: &RiskOutcome,
+) -> Result<(), DenyReason> {
+    let Some(assessment) = &risk.assessment else {
+        return Ok(());
+    };
+    let max_uses = route
+        .max_uses
+        .or_else(|| (!policies.is_read(&route.action)).then_some(1));
+    let Some(max) = max_uses else {
+        return Ok(());
+    };
+    match ledger.consume(&assessment.recommendation.action_id, max) {
+        Ok(()) => Ok(()),
+        Err(UseRefused::UsedUp) => Err(DenyReason::Binding(BindingViolation::UsedUp)),
+        Err(UseRefused::Full) => {
+            tracing::warn!("replay ledger full of live actions: write denied");
+            Err(DenyReason::Binding(BindingViolation::LedgerFull))
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! one reported action: a `login` token must not authorize `withdraw`, u1's token must
 //! not authorize u2, and an old action must not authorize a new request.
 
-use super::recommendation::Recommendation;
+use crate::risk::Recommendation;
 
 /// A recommendation that does not fit the request. Always a 403; never a fail mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

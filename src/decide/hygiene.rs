@@ -1,0 +1,32 @@
+//! Stage 1, hygiene: a request riskgate cannot describe exactly is denied before any
+//! lookup — no method or path, a method-override header, a non-canonical path.
+
+use crate::canonical;
+use crate::decision::DenyReason;
+use crate::request::AccessRequest;
+
+/// Headers that ask an origin to treat the request as another method. Denied: riskgate
+/// authorizes the method Envoy saw, which must be the method the upstream runs.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 4] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+];
+
+/// Passes a well-formed request, denies anything else with its own reason.
+pub fn check(req: &AccessRequest) -> Result<(), DenyReason> {
+    if req.method.is_empty() {
+        return Err(DenyReason::Malformed("missing method"));
+    }
+    if req.path.is_empty() {
+        return Err(DenyReason::Malformed("missing path"));
+    }
+    if METHOD_OVERRIDE_HEADERS
+        .iter()
+        .any(|h| req.headers.contains_key(*h))
+    {
+        return Err(DenyReason::MethodOverride);
+    }
+    canonical::check_path(&req.path).map_err(DenyReason::NonCanonicalPath)
+}

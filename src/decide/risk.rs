@@ -1,0 +1,157 @@
+//! Stage 4, risk: the rules about recommendations. [`crate::risk`] only *gets* a
+//! recommendation (cache, API, breaker); this stage decides what it means for this
+//! request — which token counts, whether the recommendation is bound to this request
+//! ([`binding`]), which [`Band`] it falls in ([`band`]), what an outage turns into
+//! ([`FailMode`]), whether DENY/high end the decision, and whether a CHALLENGE is met.
+
+pub mod band;
+pub mod binding;
+pub mod fail_mode;
+
+pub use band::{score_for_policy, Band};
+pub use binding::BindingViolation;
+pub use fail_mode::FailMode;
+
+use super::DecideSettings;
+use crate::clock::now_ms;
+use crate::config::RiskMode;
+use crate::decision::{Decision, DenyReason, RiskFacts};
+use crate::identity::{self, Principal};
+use crate::request::AccessRequest;
+use crate::risk::{Assessment, Assessor, FetchError, RecommendationType};
+use crate::routes::Route;
+
+/// Longest action token accepted before asking the API (SDK tokens are a few hundred bytes).
+pub const MAX_ACTION_TOKEN_LEN: usize = 8 * 1024;
+
+/// What the risk stage found, when it did not end the decision.
+#[derive(Debug, Clone)]
+pub struct RiskOutcome {
+    /// The band policies see.
+    pub band: Band,
+    /// The bound recommendation, if one was assessed.
+    pub assessment: Option<Assessment>,
+}
+
+impl RiskOutcome {
+    const UNASSESSED: RiskOutcome = RiskOutcome {
+        band: Band::Unassessed,
+        assessment: None,
+    };
+
+    /// The recommendation type, if a recommendation was assessed.
+    pub fn recommendation(&self) -> Option<RecommendationType> {
+        self.assessment.as_ref().map(|a| a.recommendation.kind)
+    }
+}
+
+/// Assesses the request's action token for `route`: recommendation, binding and band, or
+/// the fail mode on an outage. Records the facts on `d` (also when binding refuses).
+pub async fn assess(
+    settings: &DecideSettings,
+    assessor: Option<&Assessor>,
+    route: &Route,
+    req: &AccessRequest,
+    principal: &Principal,
+    d: &mut Decision,
+) -> Result<RiskOutcome, DenyReason> {
+    if route.risk == RiskMode::Off {
+        return Ok(RiskOutcome::UNASSESSED);
+    }
+    let token = req
+        .header(&settings.token_header)
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return match route.risk {
+            RiskMode::Required => Err(DenyReason::ActionTokenRequired),
+            _ => Ok(RiskOutcome::UNASSESSED),
+        };
+    };
+    if token.len() > MAX_ACTION_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(DenyReason::TokenRejected);
+    }
+    let fail_mode = route.fail_mode.unwrap_or(settings.fail_mode);
+    let fetched = match assessor {
+        Some(assessor) => assessor.assess(token, req.deadline).await,
+        None => Err(FetchError::NoToken("risk not configured".into())),
+    };
+    let assessment = match fetched {
+        Ok(assessment) => assessment,
+        Err(FetchError::Rejected(status)) => {
+            tracing::debug!(status, "risk api rejected the action token");
+            return Err(DenyReason::TokenRejected);
+        }
+        Err(FetchError::CallerDeadline) => {
+            tracing::debug!("check deadline too short to wait for the risk api");
+            return Err(DenyReason::RiskUnavailable {
+                retry_after_s: settings.retry_after_s,
+            });
+        }
+        Err(outage) => {
+            d.fail_mode = Some((fail_mode.label(), outage.label()));
+            let band = fail_mode.apply(&outage, settings.retry_after_s)?;
+            return Ok(RiskOutcome {
+                band,
+                assessment: None,
+            });
+        }
+    };
+    let rec = &assessment.recommendation;
+    d.risk = Some(RiskFacts {
+        score: rec.risk_score,
+        recommendation: rec.kind.as_str(),
+        reasons: rec.reasons.clone(),
+        action_id: rec.action_id.clone(),
+        action_type: rec.action_type.clone(),
+        cache_hit: assessment.cache_hit,
+    });
+    let band = Band::from_score(rec.risk_score, &settings.bands);
+    d.band = band; // shown in the audit line even when binding refuses
+    binding::check(
+        rec,
+        &route.action_types,
+        principal.user_id(),
+        settings.max_age_ms,
+        now_ms(),
+    )
+    .map_err(DenyReason::Binding)?;
+    Ok(RiskOutcome {
+        band,
+        assessment: Some(assessment),
+    })
+}
+
+/// Risk precedence: a DENY recommendation or the high band end the decision before Cedar.
+pub fn gate(outcome: &RiskOutcome) -> Result<(), DenyReason> {
+    if outcome.recommendation() == Some(RecommendationType::Deny) {
+        return Err(DenyReason::RiskDeny);
+    }
+    if outcome.band == Band::High {
+        return Err(DenyReason::RiskHigh);
+    }
+    Ok(())
+}
+
+/// After Cedar allowed: a CHALLENGE recommendation needs the configured step-up claim.
+pub fn require_step_up(
+    settings: &DecideSettings,
+    outcome: &RiskOutcome,
+    principal: &Principal,
+) -> Result<(), DenyReason> {
+    let Some(a) = &outcome.assessment else {
+        return Ok(());
+    };
+    if a.recommendation.kind != RecommendationType::Challenge
+        || identity::step_up_done(&settings.identity, principal)
+    {
+        return Ok(());
+    }
+    Err(DenyReason::StepUpRequired {
+        challenge: a
+            .recommendation
+            .challenge_type
+            .clone()
+            .unwrap_or_else(|| settings.default_challenge.clone()),
+    })
+}

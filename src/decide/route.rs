@@ -1,0 +1,37 @@
+//! Stage 2, route: method + host + path → the route (Cedar action and resource), a pass
+//! (CORS preflight, a host's `default: allow`) or a deny (no route).
+
+use crate::config::DefaultAnswer;
+use crate::decision::DenyReason;
+use crate::request::AccessRequest;
+use crate::routes::{Lookup, Route, RouteTable};
+
+/// Where the request goes from here.
+#[derive(Debug)]
+pub enum Routed<'a> {
+    /// A route matched: the rest of the stages decide.
+    Matched {
+        /// The route.
+        route: &'a Route,
+        /// The resource entity id.
+        resource_id: String,
+    },
+    /// Allowed without further stages; the label names why (`cors-preflight`,
+    /// `default-allow`).
+    Passed(&'static str),
+}
+
+/// Looks the request up in the route table.
+pub fn resolve<'a>(routes: &'a RouteTable, req: &AccessRequest) -> Result<Routed<'a>, DenyReason> {
+    let preflight =
+        req.method == "OPTIONS" && req.headers.contains_key("access-control-request-method");
+    let lookup = routes
+        .lookup(&req.host, &req.method, &req.path, preflight)
+        .map_err(|_| DenyReason::Malformed("bad path parameter"))?;
+    match lookup {
+        Lookup::Matched { route, resource_id } => Ok(Routed::Matched { route, resource_id }),
+        Lookup::CorsPreflight => Ok(Routed::Passed("cors-preflight")),
+        Lookup::Unmatched(DefaultAnswer::Allow) => Ok(Routed::Passed("default-allow")),
+        Lookup::Unmatched(DefaultAnswer::Deny) => Err(DenyReason::NoRoute),
+    }
+}
