@@ -10,9 +10,9 @@
 
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, Schema};
 use criterion::{criterion_group, criterion_main, Criterion};
+use risk_sim::{ScriptedAction, SimConfig};
 use riskgate::audit::AuditSink;
 use riskgate::request::AccessRequest;
-use riskgate::simulator::{self, ScriptedAction, SimConfig};
 use serde_json::{json, Map, Value};
 mod fixtures;
 
@@ -108,7 +108,7 @@ fn benches(c: &mut Criterion) {
         Ok(rt) => rt,
         Err(e) => panic!("{e}"),
     };
-    let sim = match rt.block_on(simulator::start(
+    let sim = match rt.block_on(risk_sim::start(
         SimConfig::default(),
         ([127, 0, 0, 1], 0).into(),
     )) {

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target=${CARGO_TARGET_DIR:-target}
-cargo bench --locked --bench decide -- --warm-up-time 2 --measurement-time 6 "$@"
+cargo bench --locked -p riskgate --bench decide -- --warm-up-time 2 --measurement-time 6 "$@"
 python3 - "$target/criterion" <<'PY'
 import json, os, sys
 root = sys.argv[1]

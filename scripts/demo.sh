@@ -13,5 +13,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/python-env.sh
 source scripts/python-env.sh
 echo "demo: building riskgate, risk-sim and the demo driver (debug; the first build takes ~5 min)..."
-cargo build --locked --bin riskgate --bin risk-sim --example demo
+# risk-sim is the workspace member crates/risk-sim: the demo finds it in target/debug/.
+cargo build --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --example demo
 exec target/debug/examples/demo

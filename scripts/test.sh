@@ -30,14 +30,14 @@ step() { # step NAME COMMAND...
 step "python env (scripts/python-env.sh)" source scripts/python-env.sh
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if command -v cargo-nextest >/dev/null 2>&1; then
-  step "tests (cargo nextest)" cargo nextest run --locked --no-fail-fast
+  step "tests (cargo nextest)" cargo nextest run --workspace --locked --no-fail-fast
 else
-  step "tests (cargo test; cargo-nextest not found)" cargo test --locked --no-fail-fast
+  step "tests (cargo test; cargo-nextest not found)" cargo test --workspace --locked --no-fail-fast
 fi
-step "doc tests" cargo test --doc --locked
+step "doc tests" cargo test --workspace --doc --locked
 
 step "envoy config validation" scripts/validate-envoy.sh
 

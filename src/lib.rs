@@ -36,7 +36,6 @@ pub mod risk;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
-pub mod simulator;
 pub mod telemetry;
 pub mod tls;
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use riskgate::simulator::{ScriptedAction, SimConfig};
+use risk_sim::{ScriptedAction, SimConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 

@@ -14,7 +14,7 @@ mod common;
 mod support;
 
 use reqwest::Method;
-use riskgate::simulator::{self, ScriptedAction, SimConfig, SimHandle};
+use risk_sim::{ScriptedAction, SimConfig, SimHandle};
 use serde_json::{json, Value};
 use support::envoy::{self, Envoy, Ports};
 use support::http::client;
@@ -48,7 +48,7 @@ impl Stack {
     async fn start(test: &str, tweak: impl FnOnce(&mut serde_yaml_ng::Value)) -> Option<Stack> {
         let bin = envoy::binary()?;
         let dir = TestDir::new(test);
-        let sim = simulator::start(SimConfig::default(), ([127, 0, 0, 1], 0).into())
+        let sim = risk_sim::start(SimConfig::default(), ([127, 0, 0, 1], 0).into())
             .await
             .expect("start the risk API simulator");
         let upstream = Upstream::start().await;

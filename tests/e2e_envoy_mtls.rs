@@ -22,7 +22,7 @@
 mod support;
 
 use reqwest::Method;
-use riskgate::simulator::{self, ScriptedAction, SimConfig, SimHandle};
+use risk_sim::{ScriptedAction, SimConfig, SimHandle};
 use serde_json::json;
 use serde_yaml_ng::Value;
 use support::certs::Ca;
@@ -134,7 +134,7 @@ impl Stack {
         };
         client.write(dir.path(), "client");
 
-        let sim = simulator::start(SimConfig::default(), ([127, 0, 0, 1], 0).into())
+        let sim = risk_sim::start(SimConfig::default(), ([127, 0, 0, 1], 0).into())
             .await
             .expect("start the risk API simulator");
         sim.script(

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
+use risk_sim::{ScriptedAction, SimConfig};
 use riskgate::config::FailMode;
 use riskgate::pb::envoy::config::core::v3::HeaderValueOption;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::pb::envoy::service::auth::v3::CheckResponse;
-use riskgate::simulator::{ScriptedAction, SimConfig};
 use serde_json::json;
 
 fn header<'a>(headers: &'a [HeaderValueOption], key: &str) -> Option<&'a str> {

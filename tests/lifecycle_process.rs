@@ -12,10 +12,10 @@ mod common;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use risk_sim::{ScriptedAction, SimConfig, SimHandle};
 use riskgate::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::pb::envoy::service::auth::v3::CheckRequest;
-use riskgate::simulator::{self, ScriptedAction, SimConfig, SimHandle};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -130,7 +130,7 @@ async fn sim(script: &[(&str, ScriptedAction)]) -> SimHandle {
             .collect(),
         ..SimConfig::default()
     };
-    match simulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await {
+    match risk_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await {
         Ok(s) => s,
         Err(e) => panic!("simulator: {e}"),
     }

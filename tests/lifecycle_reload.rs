@@ -8,12 +8,12 @@
 mod common;
 
 use common::*;
+use risk_sim::SimConfig;
 use riskgate::audit::AuditSink;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::pb::envoy::service::auth::v3::CheckRequest;
 use riskgate::reload::ReloadOutcome;
 use riskgate::server::App;
-use riskgate::simulator::{self, SimConfig};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,8 +31,8 @@ fn wait() -> Duration {
     ms("RISKGATE_TEST_RELOAD_WAIT_MS", 3_000)
 }
 
-async fn sim() -> simulator::SimHandle {
-    match simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await {
+async fn sim() -> risk_sim::SimHandle {
+    match risk_sim::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await {
         Ok(s) => s,
         Err(e) => panic!("simulator: {e}"),
     }

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
+use risk_sim::SimConfig;
 use riskgate::audit::AuditSink;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::risk::RecommendationType;
 use riskgate::server::App;
-use riskgate::simulator::{self, SimConfig};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ fn stricter_set() -> Files {
 #[tokio::test]
 async fn a_shadow_disagreement_is_counted_and_the_answer_is_the_live_one() {
     let sim =
-        match simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await {
+        match risk_sim::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await {
             Ok(s) => s,
             Err(e) => panic!("simulator: {e}"),
         };

@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
+use risk_sim::{ScriptedAction, SimConfig};
 use riskgate::config::{Config, FailMode};
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::pb::envoy::service::auth::v3::CheckRequest;
-use riskgate::simulator::{ScriptedAction, SimConfig};
 use serde_json::json;
 use std::time::{Duration, Instant};
 

@@ -17,12 +17,12 @@ mod common;
 
 use certs::{Ca, Leaf};
 use common::*;
+use risk_sim::SimConfig;
 use riskgate::audit::AuditSink;
 use riskgate::config::TlsConfig;
 use riskgate::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::server::{self, App, StartError};
-use riskgate::simulator::SimConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;

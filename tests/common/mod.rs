@@ -6,6 +6,7 @@
     reason = "each test file uses a different part of the fixture"
 )]
 
+use risk_sim::{ScriptedAction, SimConfig, SimHandle};
 use riskgate::audit::AuditSink;
 use riskgate::config::Config;
 use riskgate::decide::{DecideSettings, Decider};
@@ -15,7 +16,6 @@ use riskgate::request::AccessRequest;
 use riskgate::risk::source::{BoxFuture, FetchError, RiskSource};
 use riskgate::risk::{Assessor, AssessorSettings, Breaker, Recommendation, RecommendationType};
 use riskgate::server::{self, App};
-use riskgate::simulator::{self, ScriptedAction, SimConfig, SimHandle};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -207,7 +207,7 @@ impl Running {
 
 /// Starts the simulator (with `sim`) and riskgate (config tweaked by `tweak`).
 pub async fn start(sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> Running {
-    let sim = match simulator::start(sim, SocketAddr::from(([127, 0, 0, 1], 0))).await {
+    let sim = match risk_sim::start(sim, SocketAddr::from(([127, 0, 0, 1], 0))).await {
         Ok(s) => s,
         Err(e) => panic!("simulator: {e}"),
     };

@@ -11,19 +11,29 @@ use super::ports::free_ports;
 use super::procs::{Proc, TestDir};
 use super::wait;
 
-/// A binary of this package: Cargo's path for tests and benches, else `target/debug/NAME`
-/// (examples such as the demo, built by `scripts/demo.sh`).
+/// A binary of this workspace. `riskgate` is Cargo's own path in this package's tests; any other
+/// binary (`risk-sim`, from the `crates/risk-sim` member, which Cargo does not hand to another
+/// package's targets) and any binary run from an example is looked up in the profile directory
+/// this executable was built into (`target/debug/` for `target/debug/{deps,examples}/NAME`, so
+/// `CARGO_TARGET_DIR` is honoured), else in `target/debug/` of the repository. Build it first:
+/// `scripts/demo.sh` runs `cargo build --locked -p riskgate -p risk-sim --bins`.
 pub fn binary(name: &str) -> PathBuf {
     let from_cargo = match name {
         "riskgate" => option_env!("CARGO_BIN_EXE_riskgate"),
-        "risk-sim" => option_env!("CARGO_BIN_EXE_risk-sim"),
         _ => None,
     };
-    from_cargo.map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+    if let Some(path) = from_cargo {
+        return PathBuf::from(path);
+    }
+    let profile_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf));
+    match profile_dir.map(|dir| dir.join(name)) {
+        Some(path) if path.is_file() => path,
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/debug")
-            .join(name)
-    })
+            .join(name),
+    }
 }
 
 /// A running riskgate.

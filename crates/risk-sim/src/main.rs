@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use riskgate::simulator::{self, SimConfig};
+use risk_sim::SimConfig;
 
 /// Simulator of the Transmit Security Recommendations API (`/oidc/token`,
 /// `/risk/v1/recommendation`) with test controls under `/_sim/`.
@@ -52,12 +52,12 @@ async fn main() -> anyhow::Result<()> {
         client_id: args.client_id,
         token_lifetime_ms: args.token_lifetime_ms,
         script: match &args.script {
-            Some(path) => simulator::load_script(path)?,
+            Some(path) => risk_sim::load_script(path)?,
             None => Default::default(),
         },
     };
     let scripted = config.script.len();
-    let sim = simulator::start(config, args.listen)
+    let sim = risk_sim::start(config, args.listen)
         .await
         .with_context(|| format!("cannot listen on `{}`", args.listen))?;
 

@@ -13,12 +13,12 @@
 //!
 //! Test controls, not part of the real API, live under `/_sim/`: `GET /_sim/stats`,
 //! `PUT /_sim/script`, `POST /_sim/revoke`, `POST /_sim/fail`. In-process tests use [`start`] and
-//! the same controls on [`SimHandle`]; the `risk-sim` binary wraps this module for the demo and
+//! the same controls on [`SimHandle`]; the `risk-sim` binary wraps this crate for the demo and
 //! end-to-end tests.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use riskgate::simulator::{start, ScriptedAction, SimConfig};
+//! use risk_sim::{start, ScriptedAction, SimConfig};
 //! let sim = start(SimConfig::default(), "127.0.0.1:0".parse().map_err(std::io::Error::other)?).await?;
 //! sim.script("tok-deny", ScriptedAction { recommendation: "DENY".into(), ..Default::default() });
 //! let base = sim.base_url(); // point the risk client here

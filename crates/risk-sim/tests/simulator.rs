@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use reqwest::{header, Client, Response, StatusCode, Url};
-use riskgate::simulator::{start, ScriptedAction, SimConfig, SimHandle, SimStats};
+use risk_sim::{start, ScriptedAction, SimConfig, SimHandle, SimStats};
 use serde_json::{json, Value};
 
 const ID: &str = "riskgate-test";
