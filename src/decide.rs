@@ -58,6 +58,8 @@ pub struct DecideSettings {
     pub bands: BandThresholds,
     /// Max action age.
     pub max_age_ms: u64,
+    /// Tolerated clock difference for `action_performed_at` and `auth_time`.
+    pub clock_skew_ms: u64,
     /// Retry-after for fail-closed.
     pub retry_after_s: u32,
     /// Challenge value when the API names none.
@@ -83,6 +85,7 @@ impl DecideSettings {
             fail_mode: risk.map(|r| r.fail_mode).unwrap_or_default(),
             bands: risk.map(|r| r.bands).unwrap_or_default(),
             max_age_ms,
+            clock_skew_ms: 60_000,
             retry_after_s: risk.map_or(5, |r| r.retry_after_s),
             default_challenge: risk
                 .map_or_else(|| "step_up".to_owned(), |r| r.default_challenge.clone()),
@@ -238,7 +241,13 @@ impl Decider {
             d,
         )?;
         risk::require_step_up(&self.settings, &risk, &principal)?;
-        uses::consume(&self.uses, &snapshot.policies, route, &risk)
+        uses::consume(
+            &self.uses,
+            &snapshot.policies,
+            route,
+            &risk,
+            self.settings.max_age_ms,
+        )
     }
 }
 

@@ -103,6 +103,7 @@ impl DenyReason {
                 BindingViolation::UserMismatch => "binding_user_mismatch",
                 BindingViolation::MissingUser => "binding_missing_user",
                 BindingViolation::Stale => "binding_stale",
+                BindingViolation::FromTheFuture => "binding_future",
                 BindingViolation::UsedUp => "binding_used_up",
                 BindingViolation::LedgerFull => "binding_ledger_full",
             },

@@ -140,7 +140,7 @@ fn decode_payload(value: &str) -> Option<Map<String, Value>> {
 }
 
 /// Whether the verified claims show a completed step-up (e.g. `amr` contains `mfa`).
-pub fn step_up_done(config: &IdentityConfig, principal: &Principal) -> bool {
+pub fn step_up_done(config: &IdentityConfig, principal: &Principal, clock_skew_ms: u64) -> bool {
     let (Some(step_up), Principal::User { claims, .. }) = (&config.step_up, principal) else {
         return false;
     };
@@ -151,17 +151,18 @@ pub fn step_up_done(config: &IdentityConfig, principal: &Principal) -> bool {
             .any(|v| v.as_str() == Some(step_up.contains.as_str())),
         _ => false,
     };
+    let now_s = crate::clock::now_ms() / 1000;
+    let skew_s = i64::try_from(clock_skew_ms / 1000).unwrap_or(i64::MAX);
+    let auth_time = claims.get("auth_time").and_then(Value::as_i64);
+    // an authentication dated in the future would meet any max_age forever
+    let from_the_future = auth_time.is_some_and(|at| at.saturating_sub(now_s) > skew_s);
     let recent = match step_up.max_age_s {
         None => true,
-        Some(max_age) => claims
-            .get("auth_time")
-            .and_then(Value::as_i64)
-            .is_some_and(|at| {
-                let now = crate::clock::now_ms() / 1000;
-                now.saturating_sub(at) <= i64::try_from(max_age).unwrap_or(i64::MAX)
-            }),
+        Some(max_age) => auth_time.is_some_and(|at| {
+            now_s.saturating_sub(at) <= i64::try_from(max_age).unwrap_or(i64::MAX)
+        }),
     };
-    shown && recent
+    shown && recent && !from_the_future
 }
 
 #[cfg(test)]
@@ -319,10 +320,10 @@ mod tests {
                 claims,
             }
         };
-        assert!(step_up_done(&config, &user(json!(["pwd", "mfa"]))));
-        assert!(step_up_done(&config, &user(json!("mfa"))));
-        assert!(!step_up_done(&config, &user(json!(["pwd"]))));
-        assert!(!step_up_done(&config, &Principal::Anonymous));
+        assert!(step_up_done(&config, &user(json!(["pwd", "mfa"])), 60_000));
+        assert!(step_up_done(&config, &user(json!("mfa")), 60_000));
+        assert!(!step_up_done(&config, &user(json!(["pwd"])), 60_000));
+        assert!(!step_up_done(&config, &Principal::Anonymous, 60_000));
     }
 
     #[test]
@@ -348,8 +349,15 @@ mod tests {
                 claims,
             }
         };
-        assert!(step_up_done(&config, &user(Some(now - 60))));
-        assert!(!step_up_done(&config, &user(Some(now - 3_600))), "too old");
-        assert!(!step_up_done(&config, &user(None)), "no auth_time");
+        assert!(step_up_done(&config, &user(Some(now - 60)), 60_000));
+        assert!(
+            !step_up_done(&config, &user(Some(now + 3_600)), 60_000),
+            "from the future"
+        );
+        assert!(
+            !step_up_done(&config, &user(Some(now - 3_600)), 60_000),
+            "too old"
+        );
+        assert!(!step_up_done(&config, &user(None), 60_000), "no auth_time");
     }
 }

@@ -861,3 +861,92 @@ async fn two_issuers_with_the_same_subject_are_two_principals() {
         .await;
     assert_eq!(unknown.verdict, deny(DenyReason::BadIdentity));
 }
+
+// ---- issue 11 item 4: near-miss spellings and clocks ----
+
+/// A `_method` query parameter asks frameworks (Rails, Laravel, Express method-override)
+/// to run another method than the one authorized. Allowed on the previous code.
+#[tokio::test]
+async fn method_override_query_parameters_are_denied() {
+    let (config, risk) = setup();
+    for query in [
+        "_method=DELETE",
+        "a=1&_method=PUT",
+        "%5Fmethod=DELETE",
+        "_METHOD=delete",
+        "x-http-method-override=DELETE",
+    ] {
+        let mut req = request("GET", "/accounts/a1/balance", None);
+        req.query = Some(query.into());
+        let req = with_user(req, "u1", json!({}));
+        assert_eq!(
+            decide(&config, &risk, req).await.verdict,
+            deny(DenyReason::MethodOverride),
+            "{query}"
+        );
+    }
+    let mut req = request("GET", "/accounts/a1/balance", None);
+    req.query = Some("method=x&my_method=y".into());
+    let req = with_user(req, "u1", json!({}));
+    assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
+}
+
+/// An action reported in the future (beyond the clock skew) is refused: its age check
+/// would otherwise pass for longer than `max_age`. Allowed on the previous code.
+#[tokio::test]
+async fn an_action_from_the_future_is_refused() {
+    let (config, risk) = setup();
+    let mut r = rec(5.0, R::Allow, "withdraw", Some("u1"));
+    r.action_performed_at_ms += 120_000;
+    risk.set("t", Ok(r));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(
+        decide(&config, &risk, req).await.verdict,
+        deny(DenyReason::Binding(BindingViolation::FromTheFuture))
+    );
+    // within the skew (default 60 s) it is accepted
+    let mut r = rec(5.0, R::Allow, "withdraw", Some("u1"));
+    r.action_performed_at_ms += 30_000;
+    risk.set("t2", Ok(r));
+    let req = with_user(
+        request("POST", "/accounts/a1/withdraw", Some("t2")),
+        "u1",
+        json!({}),
+    );
+    assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
+}
+
+/// A step-up whose `auth_time` lies in the future (beyond the skew) does not meet a
+/// CHALLENGE: it would pass `max_age_s` forever. Allowed on the previous code.
+#[tokio::test]
+async fn auth_time_in_the_future_is_no_step_up() {
+    let (mut config, risk) = setup();
+    if let Some(s) = config.identity.step_up.as_mut() {
+        s.max_age_s = Some(300);
+    }
+    risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
+    let now_s = riskgate::clock::now_ms() / 1000;
+    let cases = [
+        (now_s + 3_600, false),
+        (now_s + 30, true),
+        (now_s - 10, true),
+    ];
+    for (auth_time, allowed) in cases {
+        let req = with_user(
+            request("POST", "/accounts/a1/withdraw", Some("t")),
+            "u1",
+            json!({"amr": ["mfa"], "auth_time": auth_time}),
+        );
+        let d = decide(&config, &risk, req).await;
+        assert_eq!(
+            d.verdict == Verdict::Allow,
+            allowed,
+            "auth_time {auth_time}: {:?}",
+            d.verdict
+        );
+    }
+}

@@ -108,11 +108,15 @@ pub async fn assess(
     });
     let band = Band::from_score(rec.risk_score, &settings.bands);
     d.band = band; // shown in the audit line even when binding refuses
+    let limits = binding::AgeLimits {
+        max_age_ms: settings.max_age_ms,
+        clock_skew_ms: settings.clock_skew_ms,
+    };
     binding::check(
         rec,
         &route.action_types,
         principal.user_id(),
-        settings.max_age_ms,
+        limits,
         now_ms(),
     )
     .map_err(DenyReason::Binding)?;
@@ -143,7 +147,7 @@ pub fn require_step_up(
         return Ok(());
     };
     if a.recommendation.kind != RecommendationType::Challenge
-        || identity::step_up_done(&settings.identity, principal)
+        || identity::step_up_done(&settings.identity, principal, settings.clock_skew_ms)
     {
         return Ok(());
     }

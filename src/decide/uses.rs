@@ -39,7 +39,8 @@ struct Ledger {
 }
 
 impl UseLedger {
-    /// A ledger of at most `capacity` actions, each kept `keep_for` after its first use.
+    /// A ledger of at most `capacity` actions. `keep_for` is the longest an action can stay
+    /// acceptable; a full ledger purges expired entries at most every tenth of it.
     pub fn new(capacity: usize, keep_for: Duration) -> UseLedger {
         UseLedger {
             entries: Mutex::new(Ledger::default()),
@@ -49,8 +50,18 @@ impl UseLedger {
     }
 
     /// Counts one authorized use of `action_id`, refusing beyond `max_uses`.
-    pub fn consume(&self, action_id: &str, max_uses: u32) -> Result<(), UseRefused> {
+    ///
+    /// The count lives until `keep_until_ms` (epoch ms): the moment the action is too old to
+    /// be accepted, after which binding refuses it anyway.
+    pub fn consume(
+        &self,
+        action_id: &str,
+        max_uses: u32,
+        keep_until_ms: i64,
+    ) -> Result<(), UseRefused> {
         let now = Instant::now();
+        let left = keep_until_ms.saturating_sub(crate::clock::now_ms());
+        let until = now + Duration::from_millis(u64::try_from(left).unwrap_or(0));
         let mut ledger = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((count, until)) = ledger.counts.get_mut(action_id) {
             if *until > now {
@@ -78,9 +89,7 @@ impl UseLedger {
         if max_uses == 0 {
             return Err(UseRefused::UsedUp);
         }
-        ledger
-            .counts
-            .insert(action_id.to_owned(), (1, now + self.keep_for));
+        ledger.counts.insert(action_id.to_owned(), (1, until));
         Ok(())
     }
 }
@@ -92,6 +101,7 @@ pub fn consume(
     policies: &PolicySnapshot,
     route: &Route,
     risk: &RiskOutcome,
+    max_age_ms: u64,
 ) -> Result<(), DenyReason> {
     let Some(assessment) = &risk.assessment else {
         return Ok(());
@@ -102,7 +112,13 @@ pub fn consume(
     let Some(max) = max_uses else {
         return Ok(());
     };
-    match ledger.consume(&assessment.recommendation.action_id, max) {
+    let rec = &assessment.recommendation;
+    // one second past the last instant binding still accepts the action
+    let keep_until_ms = rec
+        .action_performed_at_ms
+        .saturating_add(i64::try_from(max_age_ms).unwrap_or(i64::MAX))
+        .saturating_add(1_000);
+    match ledger.consume(&rec.action_id, max, keep_until_ms) {
         Ok(()) => Ok(()),
         Err(UseRefused::UsedUp) => Err(DenyReason::Binding(BindingViolation::UsedUp)),
         Err(UseRefused::Full) => {
@@ -116,26 +132,31 @@ pub fn consume(
 mod tests {
     use super::*;
 
+    /// Epoch ms `ms` from now.
+    fn later(ms: i64) -> i64 {
+        crate::clock::now_ms() + ms
+    }
+
     #[test]
     fn counts_per_action_up_to_max_uses() {
         let l = UseLedger::new(10, Duration::from_secs(60));
-        assert_eq!(l.consume("a", 2), Ok(()));
-        assert_eq!(l.consume("a", 2), Ok(()));
-        assert_eq!(l.consume("a", 2), Err(UseRefused::UsedUp));
-        assert_eq!(l.consume("b", 1), Ok(()));
+        assert_eq!(l.consume("a", 2, later(60_000)), Ok(()));
+        assert_eq!(l.consume("a", 2, later(60_000)), Ok(()));
+        assert_eq!(l.consume("a", 2, later(60_000)), Err(UseRefused::UsedUp));
+        assert_eq!(l.consume("b", 1, later(60_000)), Ok(()));
     }
 
     #[test]
     fn a_full_ledger_refuses_instead_of_forgetting() {
         let l = UseLedger::new(100, Duration::from_secs(60));
         for i in 0..100 {
-            assert_eq!(l.consume(&format!("t{i}"), 1), Ok(()));
+            assert_eq!(l.consume(&format!("t{i}"), 1, later(60_000)), Ok(()));
         }
-        assert_eq!(l.consume("new", 1), Err(UseRefused::Full));
+        assert_eq!(l.consume("new", 1, later(60_000)), Err(UseRefused::Full));
         // every earlier single-use action is still remembered
         for i in 0..100 {
             assert_eq!(
-                l.consume(&format!("t{i}"), 1),
+                l.consume(&format!("t{i}"), 1, later(60_000)),
                 Err(UseRefused::UsedUp),
                 "t{i}"
             );
@@ -145,10 +166,26 @@ mod tests {
     #[test]
     fn expired_entries_make_room() {
         let l = UseLedger::new(2, Duration::from_millis(20));
-        assert_eq!(l.consume("a", 1), Ok(()));
-        assert_eq!(l.consume("b", 1), Ok(()));
+        assert_eq!(l.consume("a", 1, later(20)), Ok(()));
+        assert_eq!(l.consume("b", 1, later(20)), Ok(()));
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(l.consume("c", 1), Ok(()));
-        assert_eq!(l.consume("a", 1), Ok(()), "an expired action starts again");
+        assert_eq!(l.consume("c", 1, later(20)), Ok(()));
+        assert_eq!(
+            l.consume("a", 1, later(20)),
+            Ok(()),
+            "an expired action starts again"
+        );
+    }
+
+    /// Issue 11 item 4: a count lives until its action is too old to be accepted, not a
+    /// fixed time after first use. Failed on the previous code (kept `keep_for` = 60 s,
+    /// so the full ledger refused "b").
+    #[test]
+    fn a_count_lives_until_its_action_expires() {
+        let l = UseLedger::new(1, Duration::from_secs(60));
+        assert_eq!(l.consume("a", 1, later(20)), Ok(()));
+        assert_eq!(l.consume("a", 1, later(20)), Err(UseRefused::UsedUp));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(l.consume("b", 1, later(60_000)), Ok(()));
     }
 }

@@ -19,6 +19,9 @@ pub enum BindingViolation {
     /// `action_performed_at` older than `max_age`.
     #[error("action is too old")]
     Stale,
+    /// `action_performed_at` later than now plus the allowed clock skew.
+    #[error("action is dated in the future")]
+    FromTheFuture,
     /// The token has authorized `max_uses` requests already.
     #[error("action token already used")]
     UsedUp,
@@ -35,10 +38,21 @@ impl BindingViolation {
             BindingViolation::UserMismatch => "user_mismatch",
             BindingViolation::MissingUser => "missing_user",
             BindingViolation::Stale => "stale",
+            BindingViolation::FromTheFuture => "future",
             BindingViolation::UsedUp => "used_up",
             BindingViolation::LedgerFull => "ledger_full",
         }
     }
+}
+
+/// How old an action may be, and how far clocks may disagree, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgeLimits {
+    /// Oldest accepted action.
+    pub max_age_ms: u64,
+    /// Tolerated clock difference with the risk API (an action dated later than now plus
+    /// this is refused).
+    pub clock_skew_ms: u64,
 }
 
 /// Checks action type, user and age. `principal` is the authenticated user id, if any.
@@ -46,7 +60,7 @@ pub fn check(
     rec: &Recommendation,
     accepted_action_types: &[String],
     principal: Option<&str>,
-    max_age_ms: u64,
+    limits: AgeLimits,
     now_ms: i64,
 ) -> Result<(), BindingViolation> {
     if !accepted_action_types.contains(&rec.action_type) {
@@ -60,8 +74,11 @@ pub fn check(
         }
     }
     let age_ms = now_ms.saturating_sub(rec.action_performed_at_ms);
-    if age_ms > i64::try_from(max_age_ms).unwrap_or(i64::MAX) {
+    if age_ms > i64::try_from(limits.max_age_ms).unwrap_or(i64::MAX) {
         return Err(BindingViolation::Stale);
+    }
+    if -age_ms > i64::try_from(limits.clock_skew_ms).unwrap_or(i64::MAX) {
+        return Err(BindingViolation::FromTheFuture);
     }
     Ok(())
 }
@@ -89,6 +106,10 @@ mod tests {
     }
 
     const NOW: i64 = 1_700_000_000_000;
+    const LIMITS: AgeLimits = AgeLimits {
+        max_age_ms: 300_000,
+        clock_skew_ms: 60_000,
+    };
     fn types(t: &[&str]) -> Vec<String> {
         t.iter().map(|s| s.to_string()).collect()
     }
@@ -97,7 +118,7 @@ mod tests {
     fn fitting_recommendation_binds() {
         let r = rec("withdraw", Some("u1"), NOW - 1_000);
         assert_eq!(
-            check(&r, &types(&["withdraw"]), Some("u1"), 300_000, NOW),
+            check(&r, &types(&["withdraw"]), Some("u1"), LIMITS, NOW),
             Ok(())
         );
     }
@@ -106,7 +127,7 @@ mod tests {
     fn login_token_cannot_authorize_withdraw() {
         let r = rec("login", Some("u1"), NOW);
         assert_eq!(
-            check(&r, &types(&["withdraw"]), Some("u1"), 300_000, NOW),
+            check(&r, &types(&["withdraw"]), Some("u1"), LIMITS, NOW),
             Err(BindingViolation::ActionType)
         );
     }
@@ -115,7 +136,7 @@ mod tests {
     fn another_users_token_is_refused() {
         let r = rec("withdraw", Some("u2"), NOW);
         assert_eq!(
-            check(&r, &types(&["withdraw"]), Some("u1"), 300_000, NOW),
+            check(&r, &types(&["withdraw"]), Some("u1"), LIMITS, NOW),
             Err(BindingViolation::UserMismatch)
         );
     }
@@ -124,19 +145,33 @@ mod tests {
     fn authenticated_route_needs_a_user_id() {
         let r = rec("withdraw", None, NOW);
         assert_eq!(
-            check(&r, &types(&["withdraw"]), Some("u1"), 300_000, NOW),
+            check(&r, &types(&["withdraw"]), Some("u1"), LIMITS, NOW),
             Err(BindingViolation::MissingUser)
         );
         // Anonymous callers (e.g. login) need none.
-        assert_eq!(check(&r, &types(&["withdraw"]), None, 300_000, NOW), Ok(()));
+        assert_eq!(check(&r, &types(&["withdraw"]), None, LIMITS, NOW), Ok(()));
     }
 
     #[test]
     fn stale_action_is_refused() {
         let r = rec("withdraw", Some("u1"), NOW - 300_001);
         assert_eq!(
-            check(&r, &types(&["withdraw"]), Some("u1"), 300_000, NOW),
+            check(&r, &types(&["withdraw"]), Some("u1"), LIMITS, NOW),
             Err(BindingViolation::Stale)
+        );
+    }
+
+    #[test]
+    fn future_action_is_refused_beyond_the_skew() {
+        let within = rec("withdraw", Some("u1"), NOW + 60_000);
+        assert_eq!(
+            check(&within, &types(&["withdraw"]), Some("u1"), LIMITS, NOW),
+            Ok(())
+        );
+        let beyond = rec("withdraw", Some("u1"), NOW + 60_001);
+        assert_eq!(
+            check(&beyond, &types(&["withdraw"]), Some("u1"), LIMITS, NOW),
+            Err(BindingViolation::FromTheFuture)
         );
     }
 }
