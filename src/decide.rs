@@ -22,7 +22,7 @@ use crate::risk::ledger::UseRefused;
 use crate::risk::{
     binding, Assessment, Assessor, Band, BindingViolation, FetchError, RecommendationType,
 };
-use crate::routes::{Lookup, Route, RouteTable};
+use crate::routes::{Lookup, Route};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,16 +39,7 @@ const METHOD_OVERRIDE_HEADERS: [&str; 4] = [
 /// Longest action token accepted before asking the API (SDK tokens are a few hundred bytes).
 const MAX_ACTION_TOKEN_LEN: usize = 8 * 1024;
 
-/// Routes and policies that are swapped together on reload.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The compiled route table.
-    pub routes: RouteTable,
-    /// The validated Cedar set.
-    pub policies: PolicySnapshot,
-    /// The shadow set (same schema and entities), evaluated beside the live one.
-    pub shadow: Option<PolicySnapshot>,
-}
+use crate::policy::Snapshot;
 
 /// Settings the decision reads on every Check (fixed for the process lifetime).
 #[derive(Debug, Clone)]

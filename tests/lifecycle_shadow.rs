@@ -7,7 +7,7 @@ use common::*;
 use riskgate::audit::AuditSink;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::risk::RecommendationType;
-use riskgate::server::App;
+use riskgate::serve::server::App;
 use riskgate::simulator::{self, SimConfig};
 use serde_json::json;
 use std::net::SocketAddr;

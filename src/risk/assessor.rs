@@ -77,7 +77,7 @@ pub struct Assessor {
     uses: UseLedger,
     breaker: Arc<Breaker>,
     settings: AssessorSettings,
-    observer: std::sync::OnceLock<Arc<dyn RiskObserver>>,
+    observer: Option<Arc<dyn RiskObserver>>,
 }
 
 impl std::fmt::Debug for Assessor {
@@ -101,11 +101,12 @@ impl Drop for OutcomeGuard<'_> {
 }
 
 impl Assessor {
-    /// An assessor over `source`.
+    /// An assessor over `source`, reporting its API calls to `observer` (e.g. the metrics).
     pub fn new(
         source: Arc<dyn RiskSource>,
         breaker: Arc<Breaker>,
         settings: AssessorSettings,
+        observer: Option<Arc<dyn RiskObserver>>,
     ) -> Assessor {
         let cache = moka::future::Cache::builder()
             .max_capacity(settings.max_entries)
@@ -121,13 +122,8 @@ impl Assessor {
             uses,
             breaker,
             settings,
-            observer: std::sync::OnceLock::new(),
+            observer,
         }
-    }
-
-    /// Reports API calls to `observer` (set once, e.g. by the metrics).
-    pub fn set_observer(&self, observer: Arc<dyn RiskObserver>) {
-        let _ = self.observer.set(observer);
     }
 
     /// The breaker (for metrics).
@@ -187,7 +183,7 @@ impl Assessor {
             .instrument(tracing::debug_span!("risk_api_call"))
             .await;
         guard.0 = None;
-        if let Some(o) = self.observer.get() {
+        if let Some(o) = &self.observer {
             let label = result.as_ref().map_or_else(FetchError::label, |_| "ok");
             o.api_call(label, started.elapsed());
         }
@@ -304,6 +300,7 @@ mod tests {
                 max_age: Duration::from_secs(300),
                 max_entries: 100,
             },
+            None,
         )
     }
 
