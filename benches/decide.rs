@@ -258,8 +258,14 @@ fn benches(c: &mut Criterion) {
         .with_max_level(tracing::Level::INFO)
         .try_init();
     let mut obs = c.benchmark_group("observability");
-    let metrics = Arc::new(riskgate::telemetry::Metrics::new());
     let audit = rt.block_on(async { AuditSink::spawn(tokio::io::sink(), 100_000) });
+    let metrics = Arc::new(riskgate::telemetry::Metrics::with_sources(
+        riskgate::telemetry::MetricSources {
+            assessor: decider.assessor().cloned(),
+            audit_dropped: Some(audit.dropped_counter()),
+            ..Default::default()
+        },
+    ));
     let service = riskgate::authz::AuthzService::new(decider.clone(), metrics, audit);
     let request = check_request("GET", "/accounts/a1/balance", "cached");
     obs.bench_function("check_with_metrics_audit_tracing", |b| {

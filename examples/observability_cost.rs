@@ -39,7 +39,13 @@ async fn run() {
         .try_init();
     let decider = fixtures::build_decider(&config);
     let audit = AuditSink::spawn(tokio::io::sink(), 100_000);
-    let metrics = Arc::new(riskgate::telemetry::Metrics::new());
+    let metrics = Arc::new(riskgate::telemetry::Metrics::with_sources(
+        riskgate::telemetry::MetricSources {
+            assessor: decider.assessor().cloned(),
+            audit_dropped: Some(audit.dropped_counter()),
+            ..Default::default()
+        },
+    ));
     let service = riskgate::authz::AuthzService::new(decider.clone(), metrics, audit.clone());
     let request = fixtures::check_request("GET", "/core/a1/balance", "unused");
     let answers = riskgate::authz::respond::AnswerSettings::default();

@@ -30,7 +30,8 @@ pub struct AuthzService {
 }
 
 impl AuthzService {
-    /// A service deciding with `decider`.
+    /// A service deciding with `decider`, recording into `metrics` and `audit` as given:
+    /// both come fully wired (see [`crate::telemetry::MetricSources`]); nothing is set here.
     pub fn new(decider: Arc<Decider>, metrics: Arc<Metrics>, audit: AuditSink) -> AuthzService {
         let step_up = decider.settings().identity.step_up.as_ref();
         let answers = AnswerSettings {
@@ -38,11 +39,6 @@ impl AuthzService {
                 .filter(|s| s.claim == "acr")
                 .map(|s| s.contains.clone()),
         };
-        if let Some(assessor) = decider.assessor() {
-            assessor.set_observer(metrics.clone());
-            metrics.risk.watch_assessor(assessor.clone());
-        }
-        metrics.risk.watch_audit_drops(audit.dropped_counter());
         AuthzService {
             decider,
             answers,

@@ -19,27 +19,16 @@ pub mod uses;
 
 use crate::config::{BandThresholds, Config, IdentityConfig, Mode};
 use crate::decision::{Decision, DenyReason, Verdict};
-use crate::policy::PolicySnapshot;
+use crate::policy::Snapshot;
 use crate::request::AccessRequest;
 use crate::risk::Assessor;
-use crate::routes::{Route, RouteTable};
+use crate::routes::Route;
 use arc_swap::ArcSwap;
 use risk::FailMode;
 use route::Routed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uses::UseLedger;
-
-/// Routes and policies that are swapped together on reload.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The compiled route table.
-    pub routes: RouteTable,
-    /// The validated Cedar set.
-    pub policies: PolicySnapshot,
-    /// The shadow set (same schema and entities), evaluated beside the live one.
-    pub shadow: Option<PolicySnapshot>,
-}
 
 /// Settings the decision reads on every Check (fixed for the process lifetime).
 #[derive(Debug, Clone)]

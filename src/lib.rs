@@ -19,7 +19,6 @@
 //! The decision core ([`decide`]) takes a plain [`request::AccessRequest`] and returns a
 //! plain [`decision::Decision`]; only [`authz`] knows Envoy's protobuf types.
 
-pub mod admin;
 pub mod audit;
 pub mod authz;
 pub mod canonical;
@@ -30,14 +29,11 @@ pub mod decision;
 pub mod identity;
 pub mod offline;
 pub mod policy;
-pub mod reload;
 pub mod request;
 pub mod risk;
 pub mod routes;
-pub mod server;
-pub mod shutdown;
+pub mod serve;
 pub mod telemetry;
-pub mod tls;
 
 /// Generated Envoy ext_authz protobuf types (from the vendored protos in `proto/`).
 pub mod pb {

@@ -8,13 +8,13 @@
 use crate::clock::now_ms;
 use crate::config::proxy::{self, ProxyKind};
 use crate::config::{Config, ConfigError};
-use crate::decide::{DecideSettings, Decider, Snapshot};
+use crate::decide::{DecideSettings, Decider};
 use crate::decision::Decision;
+use crate::policy::{load_snapshot, LoadError, Snapshot};
 use crate::request::AccessRequest;
 use crate::risk::source::{BoxFuture, FetchError, RiskSource};
 use crate::risk::{Assessor, Breaker, Recommendation, RecommendationType};
 use crate::routes::Lookup;
-use crate::server::{load_snapshot, StartError};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ pub struct OfflineAnswer {
 }
 
 /// Decides `q` against the config's routes and policies.
-pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswer, StartError> {
+pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswer, LoadError> {
     let snapshot = load_snapshot(config)?;
     let action_type = match snapshot.routes.lookup(&q.host, &q.method, &q.path, false) {
         Ok(Lookup::Matched { route, .. }) => {
@@ -92,6 +92,7 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
             max_age: Duration::from_secs(3600),
             max_entries: 16,
         },
+        None,
     );
     let mut req = AccessRequest::new(&q.method, &q.path);
     req.host = q.host.to_ascii_lowercase();
@@ -166,12 +167,11 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
                     .push(format!("{} shadow policies", shadow.policy_count()));
             }
         }
-        Err(StartError::Policy(e)) => v.problems.extend(e.0.iter().map(ToString::to_string)),
-        Err(StartError::Config(e)) => v.problems.push(format!("{}: {e}", config_path.display())),
-        Err(e) => v.problems.push(e.to_string()),
+        Err(LoadError::Policy(e)) => v.problems.extend(e.0.iter().map(ToString::to_string)),
+        Err(LoadError::Config(e)) => v.problems.push(format!("{}: {e}", config_path.display())),
     }
     if let Some(tls) = &config.listen.tls {
-        match crate::tls::load(tls) {
+        match crate::serve::tls::load(tls) {
             Ok(_) if tls.requires_client_cert() => {
                 v.checked.push("TLS certificate, key and client CA".into())
             }
@@ -179,7 +179,7 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
             Err(e) => v.problems.push(format!(
                 "{}: {}",
                 config_path.display(),
-                crate::tls::error_chain(&e)
+                crate::serve::tls::error_chain(&e)
             )),
         }
     }

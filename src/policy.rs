@@ -10,6 +10,8 @@
 
 pub mod engine;
 pub mod load;
+pub mod snapshot;
 
 pub use engine::{ContextInput, EvalError, PolicyAnswer, PolicyInput, PolicySnapshot};
 pub use load::{PolicyError, PolicyProblem};
+pub use snapshot::{load_snapshot, LoadError, Snapshot};

@@ -17,7 +17,7 @@ pub mod recommendation;
 pub mod source;
 pub mod token;
 
-pub use assessor::{Assessment, Assessor, AssessorSettings, TokenKey};
+pub use assessor::{Assessment, Assessor, AssessorSettings, RiskObserver, TokenKey};
 pub use breaker::Breaker;
 pub use recommendation::{Recommendation, RecommendationType};
 pub use source::{FetchError, RiskSource};
@@ -28,8 +28,12 @@ use std::time::Duration;
 use token::{Credentials, SecretSource, TokenManager};
 
 /// Builds the production assessor for `config`: reqwest client, token manager (with its
-/// background refresher started) and the Transmit client behind the cache.
-pub fn build_assessor(config: &RiskConfig) -> Result<(Assessor, Arc<TokenManager>), ConfigError> {
+/// background refresher started) and the Transmit client behind the cache, reporting its
+/// API calls to `observer`.
+pub fn build_assessor(
+    config: &RiskConfig,
+    observer: Option<Arc<dyn RiskObserver>>,
+) -> Result<(Assessor, Arc<TokenManager>), ConfigError> {
     let root = config.host_root()?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(config.budget_ms.max(1_000)))
@@ -58,7 +62,7 @@ pub fn build_assessor(config: &RiskConfig) -> Result<(Assessor, Arc<TokenManager
         config.breaker.failure_threshold,
         Duration::from_millis(config.breaker.open_ms),
     ));
-    let assessor = Assessor::new(Arc::new(client), breaker, settings_from(config));
+    let assessor = Assessor::new(Arc::new(client), breaker, settings_from(config), observer);
     Ok((assessor, tokens))
 }
 

@@ -6,9 +6,12 @@
 
 pub mod metrics;
 pub mod risk_metrics;
+pub mod tls_metrics;
 pub mod trace;
 
 pub use metrics::Metrics;
+pub use risk_metrics::{MetricSources, RiskApiMetrics};
+pub use tls_metrics::TlsMetrics;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;

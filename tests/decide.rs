@@ -616,7 +616,7 @@ async fn fail_closed_empty_policy_set_refuses_to_load() {
     let _ = std::fs::create_dir_all(&dir);
     let (mut config, _) = setup();
     config.policies.dir = dir;
-    let err = riskgate::server::load_snapshot(&config)
+    let err = riskgate::policy::load_snapshot(&config)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

@@ -12,8 +12,8 @@ use risk_sim::SimConfig;
 use riskgate::audit::AuditSink;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::pb::envoy::service::auth::v3::CheckRequest;
-use riskgate::reload::ReloadOutcome;
-use riskgate::server::App;
+use riskgate::serve::reload::ReloadOutcome;
+use riskgate::serve::server::App;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,7 +39,7 @@ async fn sim() -> risk_sim::SimHandle {
 }
 
 /// Workspace + running riskgate built from its config file.
-async fn start_ws(extra: &str) -> (Workspace, Running, Arc<riskgate::reload::Reloader>) {
+async fn start_ws(extra: &str) -> (Workspace, Running, Arc<riskgate::serve::reload::Reloader>) {
     let sim = sim().await;
     let ws = Workspace::new(&sim.base_url(), extra);
     let app = match App::from_file(&ws.config, AuditSink::disabled()) {

@@ -8,7 +8,7 @@ use risk_sim::SimConfig;
 use riskgate::audit::AuditSink;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::risk::RecommendationType;
-use riskgate::server::App;
+use riskgate::serve::server::App;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -408,3 +408,32 @@ async fn slow_api_beyond_the_budget_is_answered_within_the_deadline() {
     );
     rg.stop().await;
 }
+
+/// The metrics are handed their observers when the app is built: real API calls (not cache
+/// hits), the breaker and cache gauges, and the audit drop count all show on `/metrics`.
+#[tokio::test]
+async fn metrics_see_api_calls_breaker_cache_and_audit_drops() {
+    let rg = start(SimConfig::default(), |_| {}).await;
+    rg.sim.script("m", read_ok());
+    assert_eq!(status(&rg, balance("m")).await, 200);
+    assert_eq!(status(&rg, balance("m")).await, 200, "cache hit");
+    let (code, text) = http_get(rg.admin, "/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        metric(&text, r#"riskgate_risk_api_requests_total{result="ok"} "#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "riskgate_risk_api_duration_seconds_count "),
+        1.0,
+        "{text}"
+    );
+    assert!(text.contains("\nriskgate_risk_breaker_state 0\n"), "{text}");
+    assert!(text.contains("\nriskgate_risk_cache_entries "), "{text}");
+    assert!(
+        text.contains("\nriskgate_audit_dropped_lines_total 0\n"),
+        "{text}"
+    );
+    rg.stop().await;
+}

@@ -22,7 +22,7 @@ use riskgate::audit::AuditSink;
 use riskgate::config::TlsConfig;
 use riskgate::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use riskgate::server::{self, App, StartError};
+use riskgate::serve::server::{self, App, StartError};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
@@ -364,7 +364,7 @@ async fn bind_error(settings: TlsConfig) -> String {
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     match server::bind(app, loopback, loopback).await {
         Ok(_) => panic!("bound with bad TLS files"),
-        Err(e @ StartError::Tls(_)) => riskgate::tls::error_chain(&e),
+        Err(e @ StartError::Tls(_)) => riskgate::serve::tls::error_chain(&e),
         Err(e) => panic!("not a TLS error: {e}"),
     }
 }
@@ -408,7 +408,7 @@ async fn client_ca_file_without_a_certificate_is_named() {
 #[test]
 fn load_accepts_good_files_and_negotiates_h2() {
     let pki = Pki::new();
-    let config = riskgate::tls::load(&pki.settings()).expect("good files load");
+    let config = riskgate::serve::tls::load(&pki.settings()).expect("good files load");
     assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
 }
 

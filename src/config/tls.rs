@@ -3,7 +3,7 @@
 //! Absent, the gRPC port speaks plaintext HTTP/2 (an Envoy sidecar on loopback, or Istio's
 //! mTLS in front). Present, it speaks TLS with ALPN `h2`; with a `client_ca_file`, every
 //! client must present a certificate that CA signed. The files are loaded and checked at
-//! start (see [`crate::tls`]) and reloaded when their content changes.
+//! start (see [`crate::serve::tls`]) and reloaded when their content changes.
 
 use super::ConfigError;
 use serde::Deserialize;

@@ -97,7 +97,7 @@ struct Fetcher {
     source: Arc<dyn RiskSource>,
     breaker: Arc<Breaker>,
     budget: Duration,
-    observer: std::sync::OnceLock<Arc<dyn RiskObserver>>,
+    observer: Option<Arc<dyn RiskObserver>>,
 }
 
 impl std::fmt::Debug for Assessor {
@@ -121,11 +121,12 @@ impl Drop for OutcomeGuard<'_> {
 }
 
 impl Assessor {
-    /// An assessor over `source`.
+    /// An assessor over `source`, reporting its API calls to `observer` (e.g. the metrics).
     pub fn new(
         source: Arc<dyn RiskSource>,
         breaker: Arc<Breaker>,
         settings: AssessorSettings,
+        observer: Option<Arc<dyn RiskObserver>>,
     ) -> Assessor {
         let cache = moka::future::Cache::builder()
             .max_capacity(settings.max_entries)
@@ -136,17 +137,12 @@ impl Assessor {
                 source,
                 breaker,
                 budget: settings.budget,
-                observer: std::sync::OnceLock::new(),
+                observer,
             }),
             cache,
             in_flight: Arc::default(),
             settings,
         }
-    }
-
-    /// Reports API calls to `observer` (set once, e.g. by the metrics).
-    pub fn set_observer(&self, observer: Arc<dyn RiskObserver>) {
-        let _ = self.fetcher.observer.set(observer);
     }
 
     /// The breaker (for metrics).
@@ -268,7 +264,7 @@ impl Fetcher {
             .await
             .unwrap_or(Err(FetchError::Timeout));
         guard.0 = None;
-        if let Some(o) = self.observer.get() {
+        if let Some(o) = &self.observer {
             let label = result.as_ref().map_or_else(FetchError::label, |_| "ok");
             o.api_call(label, started.elapsed());
         }
@@ -360,6 +356,7 @@ mod tests {
                 max_age: Duration::from_secs(300),
                 max_entries: 100,
             },
+            None,
         )
     }
 

@@ -1,6 +1,7 @@
 //! Prometheus metrics. Label sets are bounded: outcome and reason come from fixed enums,
 //! routes from the configured table.
 
+use super::risk_metrics::MetricSources;
 use crate::decision::Decision;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -46,7 +47,7 @@ pub struct Metrics {
     /// Risk-side metrics (API calls, scores, reasons, live gauges).
     pub risk: super::risk_metrics::RiskMetrics,
     /// TLS on the gRPC port: certificate reloads, refused handshakes.
-    pub tls: crate::tls::TlsMetrics,
+    pub tls: super::tls_metrics::TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -61,8 +62,14 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// Registers every metric, with no process to read live gauges from (tests, tools).
     pub fn new() -> Metrics {
+        Metrics::with_sources(MetricSources::default())
+    }
+
+    /// Registers every metric; the live gauges (breaker, cache size, dropped audit lines)
+    /// and the risk-API series come from `sources`, all given here, none set later.
+    pub fn with_sources(sources: MetricSources) -> Metrics {
         let mut registry = Registry::with_prefix("riskgate");
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
@@ -108,8 +115,8 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when ready to serve Checks", ready.clone());
-        let risk = super::risk_metrics::RiskMetrics::register(&mut registry);
-        let tls = crate::tls::TlsMetrics::register(&mut registry);
+        let risk = super::risk_metrics::RiskMetrics::register(&mut registry, sources);
+        let tls = super::tls_metrics::TlsMetrics::register(&mut registry);
         // Known label values start at zero so rate() and increase() work from the first event.
         for result in ["success", "failure"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -212,12 +219,6 @@ impl Metrics {
                 shadow: word(shadow.shadow_allowed),
             })
             .inc();
-    }
-}
-
-impl crate::risk::assessor::RiskObserver for Metrics {
-    fn api_call(&self, result: &'static str, elapsed: std::time::Duration) {
-        self.risk.api_call(result, elapsed);
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::decision::{Decision, DenyReason, OutcomeClass, Verdict};
 use crate::risk::breaker::BreakerState;
 use crate::risk::reasons::reason_label;
-use crate::risk::Assessor;
+use crate::risk::{Assessor, RiskObserver};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, linear_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,16 +50,51 @@ fn score_histogram() -> Histogram {
     Histogram::new(linear_buckets(10.0, 10.0, 9))
 }
 
+/// What the metrics read from the running process, handed over when they are built.
+#[derive(Debug, Default)]
+pub struct MetricSources {
+    /// The counters the assessor reports its API calls to (it was built with a clone).
+    pub risk_api: RiskApiMetrics,
+    /// Read at every scrape for the breaker state and the cache size.
+    pub assessor: Option<Arc<Assessor>>,
+    /// The audit sink's drop count, read at every scrape.
+    pub audit_dropped: Option<Arc<AtomicU64>>,
+}
+
+/// Calls to the risk API by result, and their latency: the assessor's observer. Clones
+/// count into the same series, so it can be built before the assessor and the registry.
+#[derive(Debug, Clone)]
+pub struct RiskApiMetrics {
+    requests: Family<ResultLabel, Counter>,
+    seconds: Histogram,
+}
+
+impl Default for RiskApiMetrics {
+    fn default() -> Self {
+        RiskApiMetrics {
+            requests: Family::default(),
+            seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+        }
+    }
+}
+
+impl RiskObserver for RiskApiMetrics {
+    fn api_call(&self, result: &'static str, elapsed: Duration) {
+        self.requests.get_or_create(&ResultLabel { result }).inc();
+        self.seconds.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// Sources read at scrape time.
 #[derive(Debug, Default)]
 struct Live {
-    assessor: OnceLock<Arc<Assessor>>,
-    audit_dropped: OnceLock<Arc<AtomicU64>>,
+    assessor: Option<Arc<Assessor>>,
+    audit_dropped: Option<Arc<AtomicU64>>,
 }
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        if let Some(a) = self.assessor.get() {
+        if let Some(a) = &self.assessor {
             let state = match a.breaker().state() {
                 BreakerState::Closed => 0,
                 BreakerState::HalfOpen => 1,
@@ -80,7 +115,7 @@ impl Collector for Live {
                 g.metric_type(),
             )?)?;
         }
-        if let Some(d) = self.audit_dropped.get() {
+        if let Some(d) = &self.audit_dropped {
             let c = ConstCounter::new(d.load(Ordering::Relaxed));
             c.encode(encoder.encode_descriptor(
                 "audit_dropped_lines",
@@ -96,29 +131,24 @@ impl Collector for Live {
 /// Risk metrics, registered in the main registry.
 #[derive(Debug)]
 pub struct RiskMetrics {
-    api_requests: Family<ResultLabel, Counter>,
-    api_seconds: Histogram,
     binding_violations: Family<KindLabel, Counter>,
     scores: HistogramFamily<ActionLabel>,
     recommendations: Family<RecommendationLabels, Counter>,
     reasons: Family<ReasonLabels, Counter>,
-    live: Arc<Live>,
 }
 
 impl RiskMetrics {
-    /// Registers the risk metrics in `registry`.
-    pub fn register(registry: &mut Registry) -> RiskMetrics {
-        let api_requests = Family::<ResultLabel, Counter>::default();
+    /// Registers the risk metrics in `registry`, reading the live gauges from `sources`.
+    pub fn register(registry: &mut Registry, sources: MetricSources) -> RiskMetrics {
         registry.register(
             "risk_api_requests",
             "Calls to the risk recommendations API by result (ok or error cause)",
-            api_requests.clone(),
+            sources.risk_api.requests.clone(),
         );
-        let api_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "risk_api_duration_seconds",
             "Latency of calls to the risk recommendations API",
-            api_seconds.clone(),
+            sources.risk_api.seconds.clone(),
         );
         let binding_violations = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -144,35 +174,16 @@ impl RiskMetrics {
             "Reason codes on denied or challenged requests (undocumented codes count as OTHER)",
             reasons.clone(),
         );
-        let live = Arc::new(Live::default());
-        registry.register_collector(Box::new(live.clone()));
+        registry.register_collector(Box::new(Live {
+            assessor: sources.assessor,
+            audit_dropped: sources.audit_dropped,
+        }));
         RiskMetrics {
-            api_requests,
-            api_seconds,
             binding_violations,
             scores,
             recommendations,
             reasons,
-            live,
         }
-    }
-
-    /// Reads breaker state and cache size from `assessor` at every scrape.
-    pub fn watch_assessor(&self, assessor: Arc<Assessor>) {
-        let _ = self.live.assessor.set(assessor);
-    }
-
-    /// Reads the audit sink's drop count at every scrape.
-    pub fn watch_audit_drops(&self, dropped: Arc<AtomicU64>) {
-        let _ = self.live.audit_dropped.set(dropped);
-    }
-
-    /// Records one API call (called by the assessor, once per real call).
-    pub fn api_call(&self, result: &'static str, elapsed: Duration) {
-        self.api_requests
-            .get_or_create(&ResultLabel { result })
-            .inc();
-        self.api_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// Records the risk facts of one decision.

@@ -15,7 +15,7 @@ use riskgate::pb::envoy::service::auth::v3::{attribute_context, AttributeContext
 use riskgate::request::AccessRequest;
 use riskgate::risk::source::{BoxFuture, FetchError, RiskSource};
 use riskgate::risk::{Assessor, AssessorSettings, Breaker, Recommendation, RecommendationType};
-use riskgate::server::{self, App};
+use riskgate::serve::server::{self, App};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -127,7 +127,7 @@ pub fn rec(
 
 /// A decider over the shipped config and policies with a scripted risk source.
 pub fn decider_with(config: &Config, risk: Arc<ScriptedRisk>) -> Decider {
-    let snapshot = match server::load_snapshot(config) {
+    let snapshot = match riskgate::policy::load_snapshot(config) {
         Ok(s) => s,
         Err(e) => panic!("shipped policies must load: {e}"),
     };
@@ -146,6 +146,7 @@ pub fn decider_with(config: &Config, risk: Arc<ScriptedRisk>) -> Decider {
         risk,
         Arc::new(Breaker::new(5, Duration::from_secs(10))),
         settings,
+        None,
     );
     Decider::new(
         DecideSettings::from_config(config),

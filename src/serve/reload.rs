@@ -18,8 +18,8 @@
 pub mod fingerprint;
 
 use crate::config::{Config, ConfigError, PolicyPaths};
-use crate::decide::{Decider, Snapshot};
-use crate::server::{load_snapshot, StartError};
+use crate::decide::Decider;
+use crate::policy::{load_snapshot, LoadError, Snapshot};
 use crate::telemetry::Metrics;
 use fingerprint::Fingerprint;
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ pub enum ReloadOutcome {
         shadow: Option<usize>,
     },
     /// The new inputs are invalid; the last good snapshot keeps serving.
-    Rejected(StartError),
+    Rejected(LoadError),
     /// The inputs kept changing while being read; the next tick tries again.
     Unsettled,
 }
@@ -99,7 +99,7 @@ impl std::fmt::Debug for Reloader {
 
 impl ReloadSource {
     /// The config text (when from a file) and the parsed config.
-    fn read(&self) -> (Option<Vec<u8>>, Result<Config, StartError>) {
+    fn read(&self) -> (Option<Vec<u8>>, Result<Config, LoadError>) {
         match self {
             ReloadSource::Fixed(config) => (None, Ok(config.as_ref().clone())),
             ReloadSource::File(path) => match std::fs::read(path) {
@@ -111,7 +111,7 @@ impl ReloadSource {
                             message: e.to_string(),
                         })
                         .and_then(|text| Config::load_text(path, text))
-                        .map_err(StartError::from);
+                        .map_err(LoadError::from);
                     (Some(bytes), config)
                 }
                 Err(source) => {
@@ -135,7 +135,7 @@ enum Attempt {
     Done(Fingerprint, Box<Built>),
 }
 
-type Built = Result<(Config, Snapshot), StartError>;
+type Built = Result<(Config, Snapshot), LoadError>;
 
 /// One pass: read the config, fingerprint the inputs, build the snapshot, and check that
 /// the files did not change while they were read. `known` gives the paths to watch when
@@ -162,7 +162,7 @@ fn attempt(
 }
 
 /// The first load, at start-up, retried while the inputs are changing under it.
-pub fn load_initial(source: &ReloadSource) -> Result<Loaded, StartError> {
+pub fn load_initial(source: &ReloadSource) -> Result<Loaded, LoadError> {
     for _ in 0..SETTLE_ATTEMPTS {
         if let Attempt::Done(fingerprint, built) = attempt(source, None, None) {
             let (config, snapshot) = (*built)?;
@@ -258,7 +258,7 @@ impl Reloader {
                         fields = ?decisive,
                         "reload rejected: these fields only change with a restart; the running set keeps serving"
                     );
-                    return ReloadOutcome::Rejected(StartError::Config(ConfigError::field(
+                    return ReloadOutcome::Rejected(LoadError::Config(ConfigError::field(
                         decisive.join(", "),
                         "changed in the config file: restart riskgate to apply it",
                     )));

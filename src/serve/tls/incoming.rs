@@ -57,7 +57,7 @@ impl TlsIncoming {
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "timed out".to_owned(),
             };
-            server.metrics.tls.handshake_failed();
+            server.metrics.handshake_failed();
             tracing::debug!(?peer, error = %failure, "TLS handshake failed");
             None
         });

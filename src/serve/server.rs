@@ -6,19 +6,18 @@
 //! non-zero, so it never becomes ready (Kubernetes restarts it with back-off while the old
 //! replicas keep serving).
 
-use crate::admin::{self, AdminState};
 use crate::audit::AuditSink;
 use crate::authz::AuthzService;
 use crate::config::{Config, ConfigError};
-use crate::decide::{DecideSettings, Decider, Snapshot};
+use crate::decide::{DecideSettings, Decider};
 use crate::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use crate::policy::{PolicyError, PolicySnapshot};
-use crate::reload::{self, ReloadSource, Reloader};
+use crate::policy::LoadError;
 use crate::risk::{self, token::TokenManager};
-use crate::routes::RouteTable;
-use crate::shutdown::{reached, Phase};
-use crate::telemetry::Metrics;
-use crate::tls::{TlsError, TlsServer};
+use crate::serve::admin::{self, AdminState};
+use crate::serve::reload::{self, ReloadSource, Reloader};
+use crate::serve::shutdown::{reached, Phase};
+use crate::serve::tls::{TlsError, TlsServer};
+use crate::telemetry::{MetricSources, Metrics, RiskApiMetrics};
 use futures_util::future::Either;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,12 +34,12 @@ use tracing::Instrument as _;
 /// Why riskgate could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// Bad configuration.
+    /// Bad config, routes, policies, schema or entities.
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Bad policies, schema, entities or routes.
-    #[error("policy set rejected:\n{0}")]
-    Policy(#[from] PolicyError),
+    Load(#[from] LoadError),
+    /// Bad risk settings (the risk API client could not be built).
+    #[error(transparent)]
+    Risk(#[from] ConfigError),
     /// Bad TLS certificate, key or client CA (`listen.tls`).
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -53,28 +52,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Compiles routes and loads the policy set (and the shadow set, if any) the config names.
-pub fn load_snapshot(config: &Config) -> Result<Snapshot, StartError> {
-    let routes = RouteTable::build(&config.routes, &config.hosts, config.default)?;
-    let policies = PolicySnapshot::load(
-        &config.policies.dir,
-        &config.policies.schema,
-        config.policies.entities.as_deref(),
-        routes.routes(),
-    )?;
-    let shadow = config
-        .policies
-        .shadow_dir
-        .as_deref()
-        .map(|dir| policies.with_policies_from(dir))
-        .transpose()?;
-    Ok(Snapshot {
-        routes,
-        policies,
-        shadow,
-    })
 }
 
 /// A built riskgate, ready to bind.
@@ -114,19 +91,26 @@ impl App {
             snapshot,
             fingerprint,
         } = reload::load_initial(&source)?;
+        // Observers first, then what they observe: the assessor reports API calls to
+        // `risk_api`; the metrics read the assessor and the audit sink at every scrape.
+        let risk_api = RiskApiMetrics::default();
         let (assessor, tokens) = match &config.risk {
             Some(risk) => {
-                let (a, t) = risk::build_assessor(risk)?;
+                let (a, t) = risk::build_assessor(risk, Some(Arc::new(risk_api.clone())))?;
                 (Some(Arc::new(a)), Some(t))
             }
             None => (None, None),
         };
+        let metrics = Arc::new(Metrics::with_sources(MetricSources {
+            risk_api,
+            assessor: assessor.clone(),
+            audit_dropped: Some(audit.dropped_counter()),
+        }));
         let decider = Arc::new(Decider::new(
             DecideSettings::from_config(&config),
             snapshot,
             assessor,
         ));
-        let metrics = Arc::new(Metrics::new());
         let reloader = Arc::new(Reloader::new(
             source,
             &config,
@@ -166,7 +150,7 @@ pub async fn bind(app: App, grpc: SocketAddr, admin: SocketAddr) -> Result<Bound
         .listen
         .tls
         .as_ref()
-        .map(|settings| TlsServer::load(settings, app.metrics.clone()))
+        .map(|settings| TlsServer::load(settings, app.metrics.tls.clone()))
         .transpose()?;
     let grpc_incoming = TcpIncoming::bind(grpc)
         .map_err(|source| StartError::Bind { addr: grpc, source })?
@@ -199,7 +183,7 @@ pub async fn bind(app: App, grpc: SocketAddr, admin: SocketAddr) -> Result<Bound
 type Authz = AuthorizationServer<AuthzService>;
 
 impl Bound {
-    /// Serves until `shutdown` resolves, then stops gracefully (see [`crate::shutdown`]):
+    /// Serves until `shutdown` resolves, then stops gracefully (see [`crate::serve::shutdown`]):
     /// not ready and gRPC health NOT_SERVING at once, still answering for
     /// `shutdown.drain_ms`, then no new connections and up to `shutdown.grace_ms` for
     /// in-flight Checks. Watches the policy inputs meanwhile.

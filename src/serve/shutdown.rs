@@ -7,7 +7,7 @@
 //!            answered                      then the process exits
 //! ```
 
-use crate::reload::Reloader;
+use crate::serve::reload::Reloader;
 use std::sync::Arc;
 use tokio::sync::watch;
 

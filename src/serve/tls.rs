@@ -24,12 +24,8 @@ pub use files::load;
 pub use incoming::{TlsConn, TlsIncoming};
 
 use crate::config::TlsConfig;
-use crate::telemetry::Metrics;
+use crate::telemetry::TlsMetrics;
 use arc_swap::ArcSwap;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -83,7 +79,7 @@ pub struct TlsServer {
     current: ArcSwap<ServerConfig>,
     /// Content hash of the files the last reload attempt read (good or rejected).
     fingerprint: Mutex<files::Fingerprint>,
-    metrics: Arc<Metrics>,
+    metrics: TlsMetrics,
 }
 
 impl std::fmt::Debug for TlsServer {
@@ -107,7 +103,7 @@ pub enum TlsReload {
 
 impl TlsServer {
     /// Reads and checks the files `settings` names; fails naming the field at fault.
-    pub fn load(settings: &TlsConfig, metrics: Arc<Metrics>) -> Result<Arc<TlsServer>, TlsError> {
+    pub fn load(settings: &TlsConfig, metrics: TlsMetrics) -> Result<Arc<TlsServer>, TlsError> {
         let read = files::Files::read(settings);
         let fingerprint = read.fingerprint();
         let config = read.build(settings)?;
@@ -145,12 +141,12 @@ impl TlsServer {
         match read.build(&self.settings) {
             Ok(config) => {
                 self.current.store(config);
-                self.metrics.tls.reload(true);
+                self.metrics.reload(true);
                 tracing::info!("TLS certificates reloaded; new connections use them");
                 TlsReload::Applied
             }
             Err(e) => {
-                self.metrics.tls.reload(false);
+                self.metrics.reload(false);
                 tracing::warn!(
                     error = %error_chain(&e),
                     "new TLS certificates rejected; the previous ones keep serving"
@@ -193,48 +189,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-/// TLS metrics: certificate reloads by result, and refused handshakes.
-#[derive(Debug, Default)]
-pub struct TlsMetrics {
-    reloads: Family<ResultLabel, Counter>,
-    handshake_failures: Counter,
-}
-
-impl TlsMetrics {
-    /// Registers `tls_reloads` and `tls_handshake_failures` (both start at zero).
-    pub fn register(registry: &mut Registry) -> TlsMetrics {
-        let m = TlsMetrics::default();
-        registry.register(
-            "tls_reloads",
-            "TLS certificate reloads by result (success, failure)",
-            m.reloads.clone(),
-        );
-        registry.register(
-            "tls_handshake_failures",
-            "TLS handshakes on the gRPC port that failed or timed out (e.g. no or untrusted client certificate)",
-            m.handshake_failures.clone(),
-        );
-        for result in ["success", "failure"] {
-            let _ = m.reloads.get_or_create(&ResultLabel { result });
-        }
-        m
-    }
-
-    /// Counts a reload attempt.
-    pub fn reload(&self, ok: bool) {
-        let result = if ok { "success" } else { "failure" };
-        self.reloads.get_or_create(&ResultLabel { result }).inc();
-    }
-
-    /// Counts a failed handshake.
-    pub fn handshake_failed(&self) {
-        self.handshake_failures.inc();
-    }
 }
