@@ -9,6 +9,7 @@ mod lifecycle;
 pub mod proxy;
 mod risk;
 mod routes;
+mod strip;
 mod tls;
 
 pub use identity::{
@@ -186,7 +187,11 @@ impl Config {
             list.push(h.name.clone());
         }
         list.extend(self.strip_headers.iter().flatten().cloned());
-        let mut list: Vec<String> = list.iter().map(|h| h.to_ascii_lowercase()).collect();
+        // every `-`/`_` spelling: `x_user_id` reaches many servers as `x-user-id`
+        let mut list: Vec<String> = list
+            .iter()
+            .flat_map(|h| strip::spellings(&h.to_ascii_lowercase()))
+            .collect();
         list.sort();
         list.dedup();
         list
@@ -371,6 +376,10 @@ mod tests {
             .effective_strip_headers()
             .iter()
             .any(|h| h == "x-risk-*"));
+        let strip = config.effective_strip_headers();
+        for underscored in ["x_user_id", "x_jwt_payload", "x_risk_*", "x_riskgate-*"] {
+            assert!(strip.iter().any(|h| h == underscored), "{underscored}");
+        }
         assert!(config.risk.is_none());
         Ok(())
     }
