@@ -8,6 +8,7 @@ pub mod extract;
 pub mod respond;
 
 use crate::audit::AuditSink;
+use crate::config::{LimitsConfig, Mode};
 use crate::decide::Decider;
 use crate::decision::{Decision, DenyReason, Verdict};
 use crate::pb::envoy::service::auth::v3::authorization_server::Authorization;
@@ -27,6 +28,7 @@ pub struct AuthzService {
     answers: AnswerSettings,
     metrics: Arc<Metrics>,
     audit: AuditSink,
+    edge: extract::EdgeRules,
 }
 
 impl AuthzService {
@@ -37,18 +39,45 @@ impl AuthzService {
             step_up_acr: step_up
                 .filter(|s| s.claim == "acr")
                 .map(|s| s.contains.clone()),
+            token_header: Some(decider.settings().token_header.clone()),
         };
         if let Some(assessor) = decider.assessor() {
             assessor.set_observer(metrics.clone());
             metrics.risk.watch_assessor(assessor.clone());
         }
         metrics.risk.watch_audit_drops(audit.dropped_counter());
+        let edge = extract::EdgeRules {
+            limits: LimitsConfig::default(),
+            single: vec![decider.settings().token_header.clone()],
+        };
         AuthzService {
             decider,
             answers,
             metrics,
             audit,
+            edge,
         }
+    }
+
+    /// Enforces `limits` (`limits` in the config) instead of the defaults.
+    pub fn with_limits(mut self, limits: LimitsConfig) -> AuthzService {
+        self.edge.limits = limits;
+        self
+    }
+
+    /// A Check refused at the edge, before any decision stage: over a limit, or with the
+    /// action token twice. Honours `mode: dry_run` (the request then passes, with the
+    /// forgeable headers stripped as on any allow).
+    fn refused(&self, check: &CheckRequest, reason: DenyReason) -> Decision {
+        tracing::debug!(reason = reason.label(), "check request refused at the edge");
+        let settings = self.decider.settings();
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(reason);
+        d.enforced = settings.mode == Mode::Enforce;
+        if !d.enforced {
+            d.strip_headers = strip_list(&settings.strip_headers, check);
+        }
+        d
     }
 
     /// Decides one CheckRequest (also used by tests without a port).
@@ -57,8 +86,14 @@ impl AuthzService {
         check: &CheckRequest,
         deadline: Option<std::time::Duration>,
     ) -> Decision {
-        match extract::access_request(check, deadline) {
+        match extract::access_request_within(check, deadline, &self.edge) {
             Ok(req) => self.decider.decide(&req).await,
+            Err(extract::ExtractError::TooLarge(limit)) => {
+                self.refused(check, DenyReason::RequestTooLarge(limit))
+            }
+            Err(extract::ExtractError::Repeated) => {
+                self.refused(check, DenyReason::DuplicateActionToken)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed check request denied");
                 let mut d = Decision::new(None);
@@ -67,6 +102,40 @@ impl AuthzService {
             }
         }
     }
+}
+
+/// The exact strip names, plus the Check's header names matching a `prefix*` pattern (the
+/// decision core's rule, for a Check that never reached it).
+fn strip_list(patterns: &[String], check: &CheckRequest) -> Vec<String> {
+    let mut names: Vec<String> = patterns
+        .iter()
+        .filter(|p| !p.ends_with('*'))
+        .cloned()
+        .collect();
+    if let Some(http) = check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    {
+        let raw = http
+            .header_map
+            .iter()
+            .flat_map(|m| m.headers.iter().map(|h| &h.key));
+        for name in http.headers.keys().chain(raw) {
+            let lower = name.to_ascii_lowercase();
+            let hit = patterns
+                .iter()
+                .filter_map(|p| p.strip_suffix('*'))
+                .any(|prefix| lower.starts_with(prefix));
+            if hit {
+                names.push(lower);
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[tonic::async_trait]

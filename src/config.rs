@@ -6,6 +6,7 @@
 
 mod identity;
 mod lifecycle;
+mod limits;
 pub mod proxy;
 mod risk;
 mod routes;
@@ -16,6 +17,7 @@ pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
 };
 pub use lifecycle::{ReloadConfig, ShutdownConfig};
+pub use limits::LimitsConfig;
 pub use risk::{
     BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
 };
@@ -108,6 +110,9 @@ pub struct Config {
     /// Graceful shutdown timing.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// riskgate's own maxima for one Check (headers, path, body, message size).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -305,6 +310,7 @@ impl Config {
         }
         self.identity.validate()?;
         self.shutdown.validate()?;
+        self.limits.validate()?;
         if let Some(tls) = &self.listen.tls {
             tls.validate()?;
         }
@@ -350,6 +356,7 @@ impl Config {
         check("risk", self.risk == running.risk);
         check("reload", self.reload == running.reload);
         check("shutdown", self.shutdown == running.shutdown);
+        check("limits", self.limits == running.limits);
         changed
     }
 }
