@@ -254,15 +254,14 @@ fn check_prints_denials_with_exit_code_2() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("status:    401\n"), "{stdout}");
-    // ... which verified claims showing MFA satisfy.
+    // ... which verified claims showing a recent MFA satisfy (identity.step_up.max_age_s).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = format!(r#"{{"amr":["mfa"],"auth_time":{now}}}"#);
     let out = ask(
         "12",
-        &[
-            "--recommendation",
-            "CHALLENGE",
-            "--claims",
-            r#"{"amr":["mfa"]}"#,
-        ],
+        &["--recommendation", "CHALLENGE", "--claims", &claims],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     // High band: denied before Cedar.

@@ -226,7 +226,10 @@ async fn every_row_of_the_answer_table() {
     assert_eq!(header(&a.headers, "x-risk-challenge"), Some("email_otp"));
     assert!(header(&a.headers, "www-authenticate").is_some());
     // Cedar allow + CHALLENGE satisfied by the amr claim → 200
-    let mfa = Some(("u1", json!({ "amr": ["pwd", "mfa"] })));
+    let mfa = Some((
+        "u1",
+        json!({ "amr": ["pwd", "mfa"], "auth_time": now_ms() / 1000 }),
+    ));
     assert_eq!(
         ask(
             &rg,
