@@ -291,6 +291,20 @@ async fn a_forged_identity_header_is_never_trusted_through_the_mtls_envoy() {
     let Some(s) = Stack::start("mtls_forged_identity", ClientCert::Trusted).await else {
         return;
     };
+    // The first TLS connection to riskgate must fit the shipped 0.25 s connect_timeout, which a
+    // loaded CI machine can miss (Envoy then answers 503): open it with a throwaway request.
+    let warm = support::wait::until(
+        "envoy -> riskgate over mTLS",
+        support::wait::ready_timeout(),
+        || async {
+            match s.send(Method::GET, "/", None).await {
+                503 => support::wait::Probe::NotYet("503".into()),
+                _ => support::wait::Probe::Ready(()),
+            }
+        },
+    )
+    .await;
+    warm.unwrap_or_else(|why| panic!("{why}"));
     // base64url of {"sub":"u2","amr":["mfa"]}
     let forged = "eyJzdWIiOiJ1MiIsImFtciI6WyJtZmEiXX0";
     let (status, id) = s
