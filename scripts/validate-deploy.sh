@@ -14,6 +14,10 @@
 #       istio FILE.yaml...     Istio CRs against strict schemas (cloudcoil-models-istio), meshConfig
 #                              field by field, cross-checked with the rendered production overlay
 #       riskgate DIR           render DIR, write its riskgate ConfigMaps as files, riskgate validate
+#                              (with every shipped Envoy and Istio file)
+#       proxy-trust FILE...    riskgate validate of the production riskgate config (it trusts
+#                              x-jwt-payload) against these proxy files: fails when a client can
+#                              send that header through them
 #       dockerfile FILE        hadolint + every COPY source exists in the context (repo root) and
 #                              passes .dockerignore + `cargo fetch --locked` on exactly those files
 #
@@ -157,7 +161,9 @@ v_riskgate() { # DIR...
   # shipped proxy configs too (the Istio mesh config and the standalone Envoy configs).
   local proxy_args=() f
   if "$bin" validate --help 2>/dev/null | grep -q -- '--istio-config'; then
-    for f in deploy/istio/mesh-config.yaml deploy/istio/istiod-values.yaml; do
+    # every Istio file: the mesh configs (timeouts) and the RequestAuthentication /
+    # AuthorizationPolicy resources (who writes the identity header riskgate trusts)
+    for f in deploy/istio/*.yaml; do
       [ -f "$f" ] && proxy_args+=(--istio-config "$f")
     done
     for f in deploy/envoy/*.yaml deploy/envoy/*/*.yaml; do
@@ -182,6 +188,42 @@ v_riskgate() { # DIR...
     fi
   done
   return "$rc"
+}
+
+# riskgate validate of the shipped riskgate config that trusts a proxy-written identity header
+# (the production overlay's, identity.trusted_header x-jwt-payload) against the given proxy
+# files: Envoy bootstraps (static_resources) as --envoy-config, anything else as --istio-config.
+# Fails when a client could send that header itself through one of them.
+v_proxy_trust() { # FILE...
+  local bin prod dest cfg f msg args=()
+  bin="$(riskgate_bin)" || return 1
+  prod="$(rendered_name deploy/kubernetes/overlays/production)"
+  [ -s "$prod" ] || render deploy/kubernetes/overlays/production "$prod" || return 1
+  dest="$work/riskgate-proxy-trust"
+  cfg="$("$py" "$checker" extract "$prod" "$dest" --policies-dir policies)" || { echo "$cfg"; return 1; }
+  for f in "$@"; do
+    if grep -q '^static_resources:' "$f"; then args+=(--envoy-config "$f"); else args+=(--istio-config "$f"); fi
+  done
+  if msg="$(RISKGATE_RISK_CLIENT_ID=validate-deploy "$bin" validate -c "$cfg" "${args[@]}" 2>&1)"; then
+    echo "ok      $*: riskgate validate (trusted header guarded): $msg"
+  else
+    echo "FAILED  $*: riskgate validate: $(echo "$msg" | tr '\n' ' ')"
+    return 1
+  fi
+}
+
+# The standalone example config (deploy/riskgate.yaml) with every shipped proxy config.
+v_riskgate_example() {
+  local bin msg args=() f
+  bin="$(riskgate_bin)" || return 1
+  for f in deploy/envoy/*.yaml deploy/envoy/*/*.yaml; do args+=(--envoy-config "$f"); done
+  for f in deploy/istio/*.yaml; do args+=(--istio-config "$f"); done
+  if msg="$("$bin" validate -c deploy/riskgate.yaml "${args[@]}" 2>&1)"; then
+    echo "ok      deploy/riskgate.yaml with every shipped proxy config: $msg"
+  else
+    echo "FAILED  deploy/riskgate.yaml: $(echo "$msg" | tr '\n' ' ')"
+    return 1
+  fi
 }
 
 v_dockerfile() { # FILE
@@ -223,8 +265,13 @@ if [ $# -gt 0 ] && [ "$1" != "--no-fixtures" ]; then
       "v_$step" "$@"
       exit $?
       ;;
+    proxy-trust)
+      [ $# -gt 0 ] || { echo "validate-deploy: $step needs inputs" >&2; exit 2; }
+      v_proxy_trust "$@"
+      exit $?
+      ;;
     *)
-      echo "validate-deploy: unknown step '$step' (envoy kustomize k8s istio riskgate dockerfile)" >&2
+      echo "validate-deploy: unknown step '$step' (envoy kustomize k8s istio riskgate proxy-trust dockerfile)" >&2
       exit 2
       ;;
   esac
@@ -257,6 +304,7 @@ run "kubectl kustomize (base + overlays)" v_kustomize deploy/kubernetes/base "${
 run "kubernetes-validate --strict (rendered overlays)" v_k8s "${OVERLAYS[@]}"
 run "istio schemas + mesh config" v_istio "${istio_files[@]}"
 run "riskgate validate (rendered ConfigMaps)" v_riskgate "${OVERLAYS[@]}"
+run "riskgate validate (deploy/riskgate.yaml)" v_riskgate_example
 run "Dockerfile (hadolint, COPY sources)" v_dockerfile "$DOCKERFILE"
 if [ "${1:-}" != "--no-fixtures" ]; then
   run "broken fixtures are rejected (scripts/test-validate-deploy.sh)" scripts/test-validate-deploy.sh

@@ -480,6 +480,26 @@ def check_mesh_config(mesh: Any, where: str, facts: dict) -> None:
            f"{body['maxRequestBytes']} B; path normalization {norm}")
 
 
+def check_check_callers(what: str, spec: dict) -> None:
+    """An ALLOW policy in riskgate's namespace must name who may send a Check (port 9001): a
+    caller of the gRPC port can claim any principal and burn any single-use action token, so
+    only the gateways' and enforced sidecars' service accounts, never `*` nor nobody-in-particular."""
+    for j, rule in enumerate(spec.get("rules") or []):
+        ports = {str(p) for op in rule.get("to") or [] for p in ((op.get("operation") or {}).get("ports") or [])}
+        if ports and "9001" not in ports:
+            continue
+        sources = [src.get("source") or {} for src in rule.get("from") or []]
+        if not sources:
+            fail(f"{what}: rules[{j}] admits any caller to the gRPC port 9001; name the callers' "
+                 f"principals (cluster.local/ns/NS/sa/SA)")
+        for k, src in enumerate(sources):
+            wild = [p for p in src.get("principals") or [] if "*" in str(p)]
+            if wild or not src.get("principals"):
+                fail(f"{what}: rules[{j}].from[{k}].source.principals {wild or 'unset'} admits any workload "
+                     f"to send a Check (claiming any user, burning anyone's action token); list the gateways' "
+                     f"and enforced sidecars' service accounts (cluster.local/ns/NS/sa/SA)")
+
+
 def cmd_istio(files: list[str], rendered: str) -> None:
     facts = rendered_facts(rendered)
     meshes: list[tuple[str, Any]] = []
@@ -545,6 +565,8 @@ def cmd_istio(files: list[str], rendered: str) -> None:
                 fail(f"{what}: a CUSTOM policy needs rules (none means it never triggers)")
         elif spec.get("provider"):
             fail(f"{what}: provider is only meaningful with action CUSTOM")
+        if spec.get("action", "ALLOW") == "ALLOW" and ns == facts["namespace"]:
+            check_check_callers(what, spec)
 
     for what, doc in request_auths:
         for j, rule in enumerate((doc.get("spec") or {}).get("jwtRules") or []):

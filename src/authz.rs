@@ -8,6 +8,7 @@ pub mod extract;
 pub mod respond;
 
 use crate::audit::AuditSink;
+use crate::config::{LimitsConfig, Mode};
 use crate::decide::Decider;
 use crate::decision::{Decision, DenyReason, Verdict};
 use crate::pb::envoy::service::auth::v3::authorization_server::Authorization;
@@ -27,6 +28,7 @@ pub struct AuthzService {
     answers: AnswerSettings,
     metrics: Arc<Metrics>,
     audit: AuditSink,
+    edge: extract::EdgeRules,
 }
 
 impl AuthzService {
@@ -38,13 +40,40 @@ impl AuthzService {
             step_up_acr: step_up
                 .filter(|s| s.claim == "acr")
                 .map(|s| s.contains.clone()),
+            token_header: Some(decider.settings().token_header.clone()),
+        };
+        let edge = extract::EdgeRules {
+            limits: LimitsConfig::default(),
+            single: vec![decider.settings().token_header.clone()],
         };
         AuthzService {
             decider,
             answers,
             metrics,
             audit,
+            edge,
         }
+    }
+
+    /// Enforces `limits` (`limits` in the config) instead of the defaults.
+    pub fn with_limits(mut self, limits: LimitsConfig) -> AuthzService {
+        self.edge.limits = limits;
+        self
+    }
+
+    /// A Check refused at the edge, before any decision stage: over a limit, or with the
+    /// action token twice. Honours `mode: dry_run` (the request then passes, with the
+    /// forgeable headers stripped as on any allow).
+    fn refused(&self, check: &CheckRequest, reason: DenyReason) -> Decision {
+        tracing::debug!(reason = reason.label(), "check request refused at the edge");
+        let settings = self.decider.settings();
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(reason);
+        d.enforced = settings.mode == Mode::Enforce;
+        if !d.enforced {
+            d.strip_headers = strip_list(&settings.strip_headers, check);
+        }
+        d
     }
 
     /// Decides one CheckRequest (also used by tests without a port).
@@ -53,8 +82,14 @@ impl AuthzService {
         check: &CheckRequest,
         deadline: Option<std::time::Duration>,
     ) -> Decision {
-        match extract::access_request(check, deadline) {
+        match extract::access_request_within(check, deadline, &self.edge) {
             Ok(req) => self.decider.decide(&req).await,
+            Err(extract::ExtractError::TooLarge(limit)) => {
+                self.refused(check, DenyReason::RequestTooLarge(limit))
+            }
+            Err(extract::ExtractError::Repeated) => {
+                self.refused(check, DenyReason::DuplicateActionToken)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed check request denied");
                 let mut d = Decision::new(None);
@@ -63,6 +98,23 @@ impl AuthzService {
             }
         }
     }
+}
+
+/// The exact strip names, plus the Check's header names matching a `prefix*` pattern (the
+/// decision core's rule, for a Check that never reached it).
+fn strip_list(patterns: &[String], check: &CheckRequest) -> Vec<String> {
+    let http = check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    let plain = http.into_iter().flat_map(|h| h.headers.keys());
+    let raw = http.into_iter().flat_map(|h| {
+        h.header_map
+            .iter()
+            .flat_map(|m| m.headers.iter().map(|h| &h.key))
+    });
+    crate::decide::headers_to_strip(patterns, plain.chain(raw).map(String::as_str))
 }
 
 #[tonic::async_trait]

@@ -6,15 +6,18 @@
 
 mod identity;
 mod lifecycle;
+mod limits;
 pub mod proxy;
 mod risk;
 mod routes;
+mod strip;
 mod tls;
 
 pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
 };
 pub use lifecycle::{ReloadConfig, ShutdownConfig};
+pub use limits::LimitsConfig;
 pub use risk::{
     BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
 };
@@ -107,6 +110,9 @@ pub struct Config {
     /// Graceful shutdown timing.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// riskgate's own maxima for one Check (headers, path, body, message size).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -186,7 +192,11 @@ impl Config {
             list.push(h.name.clone());
         }
         list.extend(self.strip_headers.iter().flatten().cloned());
-        let mut list: Vec<String> = list.iter().map(|h| h.to_ascii_lowercase()).collect();
+        // every `-`/`_` spelling: `x_user_id` reaches many servers as `x-user-id`
+        let mut list: Vec<String> = list
+            .iter()
+            .flat_map(|h| strip::spellings(&h.to_ascii_lowercase()))
+            .collect();
         list.sort();
         list.dedup();
         list
@@ -300,6 +310,7 @@ impl Config {
         }
         self.identity.validate()?;
         self.shutdown.validate()?;
+        self.limits.validate()?;
         if let Some(tls) = &self.listen.tls {
             tls.validate()?;
         }
@@ -345,6 +356,7 @@ impl Config {
         check("risk", self.risk == running.risk);
         check("reload", self.reload == running.reload);
         check("shutdown", self.shutdown == running.shutdown);
+        check("limits", self.limits == running.limits);
         changed
     }
 }
@@ -371,6 +383,10 @@ mod tests {
             .effective_strip_headers()
             .iter()
             .any(|h| h == "x-risk-*"));
+        let strip = config.effective_strip_headers();
+        for underscored in ["x_user_id", "x_jwt_payload", "x_risk_*", "x_riskgate-*"] {
+            assert!(strip.iter().any(|h| h == underscored), "{underscored}");
+        }
         assert!(config.risk.is_none());
         Ok(())
     }

@@ -155,29 +155,12 @@ impl Decider {
         d
     }
 
-    /// Exact names always (a header Envoy did not show riskgate is still removed), and the
-    /// request's headers that match a `prefix*` pattern.
+    /// The strip list for this request.
     fn headers_to_strip(&self, req: &AccessRequest) -> Vec<String> {
-        let patterns = &self.settings.strip_headers;
-        let mut names: Vec<String> = patterns
-            .iter()
-            .filter(|p| !p.ends_with('*'))
-            .cloned()
-            .collect();
-        names.extend(
-            req.headers
-                .keys()
-                .filter(|name| {
-                    patterns
-                        .iter()
-                        .filter_map(|p| p.strip_suffix('*'))
-                        .any(|prefix| name.starts_with(prefix))
-                })
-                .cloned(),
-        );
-        names.sort();
-        names.dedup();
-        names
+        headers_to_strip(
+            &self.settings.strip_headers,
+            req.headers.keys().map(String::as_str),
+        )
     }
 
     /// The stages in order; the first deny ends the decision.
@@ -238,6 +221,38 @@ impl Decider {
             self.settings.max_age_ms,
         )
     }
+}
+
+/// Headers to remove from the request before it is forwarded: every exact name in
+/// `patterns` (a header Envoy did not show riskgate is still removed), and each `present`
+/// header name (any case) matching a `prefix*` pattern, lower-cased, sorted, deduplicated.
+pub fn headers_to_strip<'a>(
+    patterns: &[String],
+    present: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let mut names: Vec<String> = patterns
+        .iter()
+        .filter(|p| !p.ends_with('*'))
+        .cloned()
+        .collect();
+    let prefixes: Vec<&str> = patterns
+        .iter()
+        .filter_map(|p| p.strip_suffix('*'))
+        .collect();
+    names.extend(
+        present
+            .into_iter()
+            .filter(|name| {
+                prefixes.iter().any(|prefix| {
+                    name.get(..prefix.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+                })
+            })
+            .map(str::to_ascii_lowercase),
+    );
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// What the audit line and metrics show of the matched route; a dry-run route is not

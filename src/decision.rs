@@ -51,6 +51,24 @@ pub enum DenyReason {
         /// Seconds for `retry-after`.
         retry_after_s: u32,
     },
+    /// The Check exceeds one of riskgate's own limits (`limits.*`): it is not parsed further.
+    RequestTooLarge(Limit),
+    /// The action-token header came more than once (e.g. `X-Action-Token` and
+    /// `x-action-token` from a direct gRPC caller): which one would count is ambiguous.
+    DuplicateActionToken,
+}
+
+/// Which of riskgate's own limits a Check exceeded (`limits` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.max_headers`.
+    HeaderCount,
+    /// `limits.max_header_bytes`.
+    HeaderBytes,
+    /// `limits.max_path_bytes`.
+    PathBytes,
+    /// `limits.max_body_bytes`.
+    BodyBytes,
 }
 
 /// Outcome class for metrics (`riskgate_decisions_total{outcome}`).
@@ -113,6 +131,13 @@ impl DenyReason {
             DenyReason::PolicyError => "policy_error",
             DenyReason::StepUpRequired { .. } => "step_up_required",
             DenyReason::RiskUnavailable { .. } => "risk_unavailable",
+            DenyReason::RequestTooLarge(limit) => match limit {
+                Limit::HeaderCount => "too_many_headers",
+                Limit::HeaderBytes => "headers_too_large",
+                Limit::PathBytes => "path_too_long",
+                Limit::BodyBytes => "body_too_large",
+            },
+            DenyReason::DuplicateActionToken => "duplicate_action_token",
         }
     }
 
@@ -302,6 +327,9 @@ mod tests {
             DenyReason::RiskDeny,
             DenyReason::RiskHigh,
             DenyReason::PolicyDeny,
+            DenyReason::RequestTooLarge(Limit::HeaderCount),
+            DenyReason::RequestTooLarge(Limit::PathBytes),
+            DenyReason::DuplicateActionToken,
         ] {
             assert_eq!(r.http_status(), 403, "{r:?}");
         }

@@ -207,8 +207,61 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
                 }
                 v.problems.extend(problems.iter().map(ToString::to_string));
             }
+            // An Istio file of RequestAuthentications and AuthorizationPolicies has no
+            // extension provider of its own; it is there for the trusted-header check.
+            Err(problems)
+                if kind == ProxyKind::Istio
+                    && problems
+                        .iter()
+                        .all(|p| matches!(p, proxy::ProxyConfigError::NotFound { .. }))
+                    && proxy::read_documents(path)
+                        .is_ok_and(|(_, docs)| proxy::trust::has_istio_resources(&docs)) => {}
             Err(problems) => v.problems.extend(problems.iter().map(ToString::to_string)),
         }
     }
+    if let Some(h) = &config.identity.trusted_header {
+        v.problems.extend(trusted_header_problems(&h.name, proxies));
+        if !proxies.envoy.is_empty() || !proxies.istio.is_empty() {
+            v.checked.push(format!(
+                "trusted header `{}` is removed from client requests by every proxy config given",
+                h.name
+            ));
+        }
+    }
     v
+}
+
+/// riskgate trusts `header` as proxy-written: every given proxy config must remove a
+/// client-sent copy before ext_authz (see [`proxy::trust`]).
+fn trusted_header_problems(header: &str, proxies: &ProxyFiles) -> Vec<String> {
+    let mut problems = Vec::new();
+    for path in &proxies.envoy {
+        match proxy::read_documents(path) {
+            Ok((text, docs)) => problems.extend(
+                proxy::trust::envoy_problems(path, &docs, &text, header)
+                    .iter()
+                    .map(ToString::to_string),
+            ),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let mut istio = Vec::new();
+    for path in &proxies.istio {
+        match proxy::read_documents(path) {
+            Ok((text, docs)) => istio.push((path.as_path(), text, docs)),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !istio.is_empty() {
+        let files: Vec<(&Path, &str, &[serde_yaml_ng::Value])> = istio
+            .iter()
+            .map(|(p, t, d)| (*p, t.as_str(), d.as_slice()))
+            .collect();
+        problems.extend(
+            proxy::trust::istio_problems(&files, header)
+                .iter()
+                .map(ToString::to_string),
+        );
+    }
+    problems
 }

@@ -254,15 +254,14 @@ fn check_prints_denials_with_exit_code_2() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("status:    401\n"), "{stdout}");
-    // ... which verified claims showing MFA satisfy.
+    // ... which verified claims showing a recent MFA satisfy (identity.step_up.max_age_s).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = format!(r#"{{"amr":["mfa"],"auth_time":{now}}}"#);
     let out = ask(
         "12",
-        &[
-            "--recommendation",
-            "CHALLENGE",
-            "--claims",
-            r#"{"amr":["mfa"]}"#,
-        ],
+        &["--recommendation", "CHALLENGE", "--claims", &claims],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     // High band: denied before Cedar.
@@ -306,4 +305,73 @@ fn check_with_broken_inputs_exits_1() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--claims"));
+}
+
+/// deploy/riskgate.yaml trusting `x-jwt-payload` (as deploy/kubernetes does), written to a temp
+/// dir with absolute policy paths.
+fn trusting_config(dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(repo("deploy/riskgate.yaml")).unwrap_or_default();
+    let text = text
+        .replace("../policies", &repo("policies").to_string_lossy())
+        .replace(
+            "identity:\n",
+            "identity:\n  trusted_header: { name: x-jwt-payload, format: jwt_payload }\n",
+        );
+    let path = dir.join("riskgate.yaml");
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("write config: {e}");
+    }
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn validate_rejects_a_trusted_header_the_proxy_lets_a_client_send() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let config = trusting_config(dir.path());
+    let broken = repo("tests/data/deploy/envoy/broken-unguarded-trusted-header.yaml");
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        &config,
+        "--envoy-config",
+        path_str(&broken),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("broken-unguarded-trusted-header.yaml:")
+            && stderr.contains("riskgate trusts header `x-jwt-payload`"),
+        "{stderr}"
+    );
+    // the mesh config alone shows nothing about who writes the header
+    let mesh = repo("deploy/istio/mesh-config.yaml");
+    let out = riskgate(&["validate", "-c", &config, "--istio-config", path_str(&mesh)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no AuthorizationPolicy with `action: CUSTOM`"),
+        "{stderr}"
+    );
+    // every shipped proxy config guarantees it
+    let mut args = vec!["validate".to_owned(), "-c".to_owned(), config];
+    for (flag, dir) in [
+        ("--envoy-config", "deploy/envoy"),
+        ("--envoy-config", "deploy/envoy/mtls"),
+        ("--istio-config", "deploy/istio"),
+    ] {
+        let mut files: Vec<_> = std::fs::read_dir(repo(dir))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|x| x == "yaml"));
+        for f in files {
+            args.push(flag.to_owned());
+            args.push(f.to_string_lossy().into_owned());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = riskgate(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }

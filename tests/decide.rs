@@ -238,9 +238,40 @@ async fn challenge_asks_for_step_up_until_the_jwt_shows_mfa() {
     let req = with_user(
         request("POST", "/accounts/a1/withdraw", Some("t")),
         "u1",
-        json!({"amr": ["pwd", "mfa"]}),
+        json!({"amr": ["pwd", "mfa"], "auth_time": now_ms() / 1000}),
     );
     assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
+}
+
+/// Issue 11: the shipped configs bound how old a step-up may be (RFC 9470 `max_age`): an MFA
+/// done two hours ago, or one without `auth_time`, does not answer today's CHALLENGE.
+#[tokio::test]
+async fn the_shipped_step_up_needs_a_recent_mfa() {
+    for file in [
+        "deploy/riskgate.yaml",
+        "deploy/kubernetes/base/riskgate.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo(file)).unwrap_or_default();
+        let shipped = Config::from_yaml(&text).map(|c| c.identity.step_up);
+        assert!(
+            matches!(&shipped, Ok(Some(s)) if s.max_age_s.is_some()),
+            "{file}: identity.step_up.max_age_s: {shipped:?}"
+        );
+    }
+    let (config, risk) = setup();
+    risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
+    for claims in [
+        json!({"amr": ["mfa"], "auth_time": now_ms() / 1000 - 7_200}),
+        json!({"amr": ["mfa"]}),
+    ] {
+        let req = with_user(
+            request("POST", "/accounts/a1/withdraw", Some("t")),
+            "u1",
+            claims,
+        );
+        let verdict = decide(&config, &risk, req).await.verdict;
+        assert_eq!(verdict.http_status(), 401, "{verdict:?}");
+    }
 }
 
 #[tokio::test]
@@ -387,7 +418,7 @@ async fn denied_attempts_do_not_use_up_the_token() {
     let after = with_user(
         request("POST", "/accounts/a1/withdraw", Some("c")),
         "u1",
-        json!({"amr": ["mfa"]}),
+        json!({"amr": ["mfa"], "auth_time": now_ms() / 1000}),
     );
     assert_eq!(decider.decide(&after).await.verdict, Verdict::Allow);
 }

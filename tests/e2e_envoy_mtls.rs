@@ -30,7 +30,7 @@ use support::envoy::{self, replace_exactly_once, Envoy, Ports};
 use support::http::client;
 use support::ports::free_port;
 use support::procs::TestDir;
-use support::riskgate::Riskgate;
+use support::riskgate::{kubernetes_identity, Riskgate};
 use support::upstream::Upstream;
 
 const CONFIG: &str = "deploy/envoy/mtls/envoy-mtls.yaml";
@@ -153,6 +153,8 @@ impl Stack {
             "client_ca_file": dir.join("ca.crt"),
         });
         let riskgate = Riskgate::start(&dir, &sim.base_url(), |v| {
+            // the riskgate this Envoy is written for: deploy/kubernetes, trusting x-jwt-payload
+            v["identity"] = kubernetes_identity();
             v["listen"]
                 .as_mapping_mut()
                 .expect("listen")
@@ -179,18 +181,34 @@ impl Stack {
     }
 
     async fn send(&self, method: Method, path: &str, token: Option<&str>) -> u16 {
+        self.send_with(method, path, token, &[]).await.0
+    }
+
+    /// Status and riskgate's decision id (when riskgate decided).
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<String>) {
         let mut req = client().request(method.clone(), self.envoy.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(t) = token {
             req = req.header("x-action-token", t);
         }
         if method == Method::POST {
             req = req.header("content-type", "application/json").body("{}");
         }
-        req.send()
-            .await
-            .expect("request through Envoy")
-            .status()
-            .as_u16()
+        let resp = req.send().await.expect("request through Envoy");
+        let id = resp
+            .headers()
+            .get("x-riskgate-decision-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (resp.status().as_u16(), id)
     }
 
     /// riskgate's refused TLS handshakes, from its admin `/metrics`.
@@ -263,4 +281,66 @@ async fn envoy_without_a_client_certificate_fails_closed() {
         return;
     };
     s.assert_fails_closed().await;
+}
+
+/// Issue 11: riskgate (deploy/kubernetes) trusts `x-jwt-payload`; this Envoy must not let a
+/// client send it. Before the fix (no `forward_payload_header`) a client with no JWT sending
+/// `{"sub":"u2","amr":["mfa"]}` read u2's balance.
+#[tokio::test]
+async fn a_forged_identity_header_is_never_trusted_through_the_mtls_envoy() {
+    let Some(s) = Stack::start("mtls_forged_identity", ClientCert::Trusted).await else {
+        return;
+    };
+    // The first TLS connection to riskgate must fit the shipped 1 s connect_timeout, which a
+    // loaded CI machine can miss (Envoy then answers 503): open it with a throwaway request.
+    let warm = support::wait::until(
+        "envoy -> riskgate over mTLS",
+        support::wait::ready_timeout(),
+        || async {
+            match s.send(Method::GET, "/", None).await {
+                503 => support::wait::Probe::NotYet("503".into()),
+                _ => support::wait::Probe::Ready(()),
+            }
+        },
+    )
+    .await;
+    warm.unwrap_or_else(|why| panic!("{why}"));
+    // base64url of {"sub":"u2","amr":["mfa"]}
+    let forged = "eyJzdWIiOiJ1MiIsImFtciI6WyJtZmEiXX0";
+    let (status, id) = s
+        .send_with(
+            Method::GET,
+            "/accounts/a2/balance",
+            None,
+            &[("x-jwt-payload", forged)],
+        )
+        .await;
+    assert_eq!(status, 403, "a client-sent x-jwt-payload was trusted");
+    let line = s
+        .riskgate
+        .wait_audit_line(id.as_deref().expect("riskgate decided"))
+        .await;
+    assert_eq!(line["principal"], "Anonymous", "{line}");
+    // the underscore spelling never gets past the HCM
+    let (status, _) = s
+        .send_with(
+            Method::GET,
+            "/accounts/a2/balance",
+            None,
+            &[("x_jwt_payload", forged)],
+        )
+        .await;
+    assert_eq!(status, 400);
+    // with a JWT this Envoy cannot verify (the identity provider is unreachable here): Envoy's
+    // 401, still never u2
+    let (status, _) = s
+        .send_with(
+            Method::GET,
+            "/accounts/a2/balance",
+            None,
+            &[("x-jwt-payload", forged), ("authorization", "Bearer a.b.c")],
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(s.upstream.count(), 0, "nothing reached the upstream");
 }

@@ -226,7 +226,10 @@ async fn every_row_of_the_answer_table() {
     assert_eq!(header(&a.headers, "x-risk-challenge"), Some("email_otp"));
     assert!(header(&a.headers, "www-authenticate").is_some());
     // Cedar allow + CHALLENGE satisfied by the amr claim → 200
-    let mfa = Some(("u1", json!({ "amr": ["pwd", "mfa"] })));
+    let mfa = Some((
+        "u1",
+        json!({ "amr": ["pwd", "mfa"], "auth_time": now_ms() / 1000 }),
+    ));
     assert_eq!(
         ask(
             &rg,
@@ -406,6 +409,206 @@ async fn health_and_readiness_are_served() {
     assert_eq!(
         status.ok(),
         Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+    );
+    rg.stop().await;
+}
+
+// --- issue 11: riskgate's own limits, a repeated action token, the 401's challenge ---
+
+use riskgate::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use riskgate::pb::envoy::service::auth::v3::CheckRequest;
+
+fn http_mut(
+    c: &mut CheckRequest,
+) -> &mut riskgate::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+    match c
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        Some(http) => http,
+        None => panic!("a check with http attributes"),
+    }
+}
+
+/// u1 reads their own balance (allowed), with extra headers.
+fn balance(headers: &[(&str, &str)]) -> CheckRequest {
+    check("GET", "/accounts/a1/balance", u1(), headers)
+}
+
+async fn metrics(rg: &Running) -> String {
+    http_get(rg.admin, "/metrics").await.1
+}
+
+fn decisions(text: &str, outcome: &str, reason: &str) -> f64 {
+    metric(
+        text,
+        &format!(
+            r#"riskgate_decisions_total{{outcome="{outcome}",reason="{reason}",route="none",enforced="{}"}}"#,
+            outcome != "dry_run"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_check_over_a_limit_is_refused_with_403_and_counted_by_cause() {
+    let rg = start(SimConfig::default(), |_| {}).await;
+    // check() adds :authority, :method and :path: 3 headers, 57 bytes for this path
+    const PSEUDO: usize = 3;
+    const PSEUDO_BYTES: usize = ":authoritybank.example:methodGET:path/accounts/a1/balance".len();
+
+    // header count (limits.max_headers: 256)
+    let names: Vec<String> = (0..10_000).map(|i| format!("x-h-{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    assert_eq!(ask(&rg, balance(&many)).await.status, 403, "10,000 headers");
+    assert_eq!(
+        ask(&rg, balance(&many[..256 - PSEUDO])).await.status,
+        200,
+        "256 headers"
+    );
+
+    // header bytes (limits.max_header_bytes: 128 KiB)
+    let mib = "a".repeat(1 << 20);
+    let a = ask(&rg, balance(&[("x-big", &mib)])).await;
+    assert_eq!(a.status, 403, "a 1 MiB header");
+    assert_eq!(
+        a.body.len(),
+        r#"{"error":"forbidden","decision_id":""}"#.len() + 32
+    );
+    let fits = "a".repeat(128 * 1024 - PSEUDO_BYTES - "x-big".len());
+    assert_eq!(ask(&rg, balance(&[("x-big", &fits)])).await.status, 200);
+    let over = format!("{fits}a");
+    assert_eq!(ask(&rg, balance(&[("x-big", &over)])).await.status, 403);
+
+    // path (limits.max_path_bytes: 16 KiB), as a direct caller sends it: no :path header
+    let long_path = |len: usize| {
+        let prefix = "/accounts/a1/balance?q=";
+        let mut c = balance(&[]);
+        let http = http_mut(&mut c);
+        http.path = format!("{prefix}{}", "a".repeat(len - prefix.len()));
+        http.headers.remove(":path");
+        c
+    };
+    let big = 3_900 * 1024;
+    assert_eq!(ask(&rg, long_path(big)).await.status, 403, "a 3.9 MiB path");
+    assert_eq!(ask(&rg, long_path(16 * 1024)).await.status, 200);
+    assert_eq!(ask(&rg, long_path(16 * 1024 + 1)).await.status, 403);
+
+    // body (limits.max_body_bytes: 64 KiB)
+    let with_body = |len: usize| {
+        let mut c = balance(&[]);
+        http_mut(&mut c).body = "b".repeat(len);
+        c
+    };
+    assert_eq!(ask(&rg, with_body(64 * 1024)).await.status, 200);
+    assert_eq!(ask(&rg, with_body(64 * 1024 + 1)).await.status, 403);
+
+    // message size (limits.max_message_bytes: 4 MiB): the server refuses to decode it
+    let huge = "a".repeat(5 << 20);
+    let mut client = rg.client().await;
+    let err = client.check(balance(&[("x-big", &huge)])).await.err();
+    // tonic answers OUT_OF_RANGE ("decoded message length too large")
+    assert_eq!(err.map(|e| e.code()), Some(tonic::Code::OutOfRange));
+
+    let text = metrics(&rg).await;
+    assert_eq!(decisions(&text, "deny", "too_many_headers"), 1.0, "{text}");
+    assert_eq!(decisions(&text, "deny", "headers_too_large"), 2.0);
+    assert_eq!(decisions(&text, "deny", "path_too_long"), 2.0);
+    assert_eq!(decisions(&text, "deny", "body_too_large"), 1.0);
+    rg.stop().await;
+}
+
+#[tokio::test]
+async fn limits_are_configurable_and_dry_run_passes_with_forgeable_headers_stripped() {
+    let rg = start(SimConfig::default(), |c| {
+        c.limits.max_headers = 8;
+        c.mode = riskgate::config::Mode::DryRun;
+    })
+    .await;
+    let names: Vec<String> = (0..8).map(|i| format!("x-h-{i}")).collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    headers.push(("x-user-id", "u2"));
+    headers.push(("x_user_id", "u2"));
+    let a = ask(&rg, balance(&headers)).await;
+    assert_eq!(a.status, 200, "dry run answers 200");
+    for name in ["x-user-id", "x_user_id"] {
+        assert!(
+            a.removed.iter().any(|h| h == name),
+            "{name}: {:?}",
+            a.removed
+        );
+    }
+    let text = metrics(&rg).await;
+    assert_eq!(
+        decisions(&text, "dry_run", "too_many_headers"),
+        1.0,
+        "{text}"
+    );
+    rg.stop().await;
+}
+
+#[tokio::test]
+async fn two_copies_of_the_action_token_are_refused() {
+    let rg = start(
+        sim_with(&[
+            ("low", scripted(12.5, "ALLOW", "withdraw", Some("u1"))),
+            ("low2", scripted(12.5, "ALLOW", "withdraw", Some("u1"))),
+        ]),
+        |_| {},
+    )
+    .await;
+    // different case, as a direct gRPC caller can send them in the headers map
+    let a = ask(
+        &rg,
+        check(
+            "POST",
+            "/accounts/a1/withdraw",
+            u1(),
+            &[("X-Action-Token", "low"), ("x-action-token", "low2")],
+        ),
+    )
+    .await;
+    assert_eq!((a.grpc_code, a.status), (7, 403));
+    // twice in header_map (Envoy's encode_raw_headers)
+    let mut c = check("POST", "/accounts/a1/withdraw", u1(), &[]);
+    http_mut(&mut c).header_map = Some(HeaderMap {
+        headers: ["low", "low2"]
+            .iter()
+            .map(|t| HeaderValue {
+                key: "x-action-token".into(),
+                value: (*t).into(),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    assert_eq!(ask(&rg, c).await.status, 403);
+    // one copy is fine
+    let one = check(
+        "POST",
+        "/accounts/a1/withdraw",
+        u1(),
+        &[("x-action-token", "low")],
+    );
+    assert_eq!(ask(&rg, one).await.status, 200);
+    let text = metrics(&rg).await;
+    assert_eq!(
+        decisions(&text, "deny", "duplicate_action_token"),
+        2.0,
+        "{text}"
+    );
+    rg.stop().await;
+}
+
+#[tokio::test]
+async fn the_401_for_a_missing_action_token_carries_www_authenticate() {
+    let rg = start(SimConfig::default(), |_| {}).await;
+    let a = ask(&rg, check("POST", "/accounts/a1/withdraw", u1(), &[])).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(header(&a.headers, "x-risk-challenge"), Some("action_token"));
+    assert_eq!(
+        header(&a.headers, "www-authenticate"),
+        Some(r#"ActionToken realm="riskgate", header="x-action-token""#)
     );
     rg.stop().await;
 }

@@ -1,7 +1,9 @@
 //! `CheckRequest` → [`AccessRequest`]. The only place that reads Envoy's request types.
 
+use crate::config::LimitsConfig;
+use crate::decision::Limit;
 use crate::pb::envoy::config::core::v3::address;
-use crate::pb::envoy::service::auth::v3::CheckRequest;
+use crate::pb::envoy::service::auth::v3::{attribute_context, CheckRequest};
 use crate::request::AccessRequest;
 use prost_types::value::Kind;
 use serde_json::{Map, Value};
@@ -20,6 +22,22 @@ pub enum ExtractError {
     /// Empty path.
     #[error("check request has no path")]
     NoPath,
+    /// Over one of riskgate's own limits.
+    #[error("check request exceeds a limit: {0:?}")]
+    TooLarge(Limit),
+    /// A header that must come once came several times (names compared case-insensitively).
+    #[error("check request repeats a single-valued header")]
+    Repeated,
+}
+
+/// What the edge enforces before a Check is converted: riskgate's own limits, and headers
+/// that must come at most once (the action token).
+#[derive(Debug, Clone, Default)]
+pub struct EdgeRules {
+    /// Size limits.
+    pub limits: LimitsConfig,
+    /// Lower-case names that may appear only once.
+    pub single: Vec<String>,
 }
 
 /// Converts the CheckRequest. `deadline` is the remaining gRPC deadline, if Envoy sent one.
@@ -27,12 +45,75 @@ pub fn access_request(
     check: &CheckRequest,
     deadline: Option<Duration>,
 ) -> Result<AccessRequest, ExtractError> {
-    let attrs = check.attributes.as_ref().ok_or(ExtractError::NoHttp)?;
-    let http = attrs
-        .request
+    convert(check, deadline)
+}
+
+/// Like [`access_request`], after checking `rules` (cheap checks first, before anything is
+/// copied): over a limit → [`ExtractError::TooLarge`], a repeated single header →
+/// [`ExtractError::Repeated`].
+pub fn access_request_within(
+    check: &CheckRequest,
+    deadline: Option<Duration>,
+    rules: &EdgeRules,
+) -> Result<AccessRequest, ExtractError> {
+    let http = http_of(check)?;
+    within(http, rules)?;
+    convert(check, deadline)
+}
+
+fn http_of(check: &CheckRequest) -> Result<&attribute_context::HttpRequest, ExtractError> {
+    check
+        .attributes
         .as_ref()
+        .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref())
-        .ok_or(ExtractError::NoHttp)?;
+        .ok_or(ExtractError::NoHttp)
+}
+
+fn within(http: &attribute_context::HttpRequest, rules: &EdgeRules) -> Result<(), ExtractError> {
+    let limits = &rules.limits;
+    let raw = http.header_map.as_ref().map_or(&[][..], |m| &m.headers[..]);
+    if http.headers.len() + raw.len() > limits.max_headers {
+        return Err(ExtractError::TooLarge(Limit::HeaderCount));
+    }
+    if http.path.len() > limits.max_path_bytes {
+        return Err(ExtractError::TooLarge(Limit::PathBytes));
+    }
+    let header_bytes: usize = http
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .chain(
+            raw.iter()
+                .map(|h| h.key.len() + h.value.len() + h.raw_value.len()),
+        )
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(ExtractError::TooLarge(Limit::HeaderBytes));
+    }
+    if http.body.len() + http.raw_body.len() > limits.max_body_bytes {
+        return Err(ExtractError::TooLarge(Limit::BodyBytes));
+    }
+    for name in &rules.single {
+        let copies = http
+            .headers
+            .keys()
+            .chain(raw.iter().map(|h| &h.key))
+            .filter(|k| k.eq_ignore_ascii_case(name))
+            .count();
+        if copies > 1 {
+            return Err(ExtractError::Repeated);
+        }
+    }
+    Ok(())
+}
+
+fn convert(
+    check: &CheckRequest,
+    deadline: Option<Duration>,
+) -> Result<AccessRequest, ExtractError> {
+    let attrs = check.attributes.as_ref().ok_or(ExtractError::NoHttp)?;
+    let http = http_of(check)?;
     if http.method.is_empty() {
         return Err(ExtractError::NoMethod);
     }
@@ -272,6 +353,77 @@ mod tests {
             http.method.clear();
         }
         assert_eq!(access_request(&c, None).err(), Some(ExtractError::NoMethod));
+    }
+
+    #[test]
+    fn limits_are_checked_before_conversion() {
+        let rules = EdgeRules {
+            limits: LimitsConfig {
+                max_headers: 2,
+                max_header_bytes: 40,
+                max_path_bytes: 10,
+                max_body_bytes: 3,
+                ..LimitsConfig::default()
+            },
+            single: vec!["x-action-token".into()],
+        };
+        let mut c = check("/a", "h");
+        let within = |c: &CheckRequest| access_request_within(c, None, &rules).err();
+        assert_eq!(within(&c), None);
+        let http = match c
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            Some(http) => http,
+            None => return,
+        };
+        http.path = "/0123456789".into();
+        let path = c.clone();
+        assert_eq!(
+            within(&path),
+            Some(ExtractError::TooLarge(Limit::PathBytes))
+        );
+        let set = |c: &mut CheckRequest, f: &dyn Fn(&mut attribute_context::HttpRequest)| {
+            if let Some(http) = c
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+            {
+                http.path = "/a".into();
+                f(http);
+            }
+        };
+        let mut body = c.clone();
+        set(&mut body, &|h| h.body = "abcd".into());
+        assert_eq!(
+            within(&body),
+            Some(ExtractError::TooLarge(Limit::BodyBytes))
+        );
+        let mut bytes = c.clone();
+        set(&mut bytes, &|h| {
+            h.headers.insert("x-long".into(), "v".repeat(40));
+        });
+        assert_eq!(
+            within(&bytes),
+            Some(ExtractError::TooLarge(Limit::HeaderBytes))
+        );
+        let mut count = c.clone();
+        set(&mut count, &|h| {
+            h.headers.insert("a".into(), "1".into());
+            h.headers.insert("b".into(), "1".into());
+        });
+        assert_eq!(
+            within(&count),
+            Some(ExtractError::TooLarge(Limit::HeaderCount))
+        );
+        let mut twice = c.clone();
+        set(&mut twice, &|h| {
+            h.headers.insert("x-action-token".into(), "u".into());
+        });
+        assert_eq!(within(&twice), Some(ExtractError::Repeated));
     }
 
     #[test]

@@ -24,6 +24,9 @@ const GRPC_PERMISSION_DENIED: i32 = 7;
 pub struct AnswerSettings {
     /// `acr_values` for the RFC 9470 step-up challenge, when step-up is shown by `acr`.
     pub step_up_acr: Option<String>,
+    /// The action-token header, named in the `www-authenticate` challenge of the 401 for a
+    /// missing token.
+    pub token_header: Option<String>,
 }
 
 fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
@@ -137,7 +140,15 @@ fn deny(d: &Decision, reason: &DenyReason, settings: &AnswerSettings) -> CheckRe
         header("cache-control", "no-store"),
     ];
     match reason {
-        DenyReason::ActionTokenRequired => headers.push(header("x-risk-challenge", "action_token")),
+        DenyReason::ActionTokenRequired => {
+            headers.push(header("x-risk-challenge", "action_token"));
+            // A 401 carries a challenge (RFC 9110 §15.5.2): obtain an action token and retry.
+            let mut www = "ActionToken realm=\"riskgate\"".to_owned();
+            if let Some(name) = &settings.token_header {
+                www.push_str(&format!(", header=\"{name}\""));
+            }
+            headers.push(header("www-authenticate", www));
+        }
         DenyReason::StepUpRequired { challenge } => {
             headers.push(header("x-risk-challenge", challenge.as_str()));
             // RFC 9470 (OAuth 2.0 Step Up Authentication Challenge).
@@ -228,6 +239,31 @@ mod tests {
         ] {
             assert!(!body.contains(leak), "{leak} leaked in {body}");
         }
+    }
+
+    #[test]
+    fn missing_action_token_is_401_with_a_www_authenticate_challenge() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::ActionTokenRequired);
+        let settings = AnswerSettings {
+            token_header: Some("x-action-token".into()),
+            ..AnswerSettings::default()
+        };
+        let resp = to_check_response(&d, &settings);
+        let denied = denied(&resp);
+        assert_eq!(
+            denied.and_then(|x| x.status.as_ref()).map(|s| s.code),
+            Some(401)
+        );
+        let headers = denied.map(|x| x.headers.as_slice()).unwrap_or_default();
+        assert_eq!(
+            header_value(headers, "x-risk-challenge"),
+            Some("action_token")
+        );
+        assert_eq!(
+            header_value(headers, "www-authenticate"),
+            Some(r#"ActionToken realm="riskgate", header="x-action-token""#)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! Helm values and ConfigMaps alike.
 
 mod duration;
+pub mod trust;
 
 pub use duration::parse_duration;
 
@@ -110,6 +111,16 @@ pub enum ProxyConfigError {
     HttpService {
         /// Where.
         at: Location,
+    },
+    /// riskgate trusts a header that a client can send through this proxy config.
+    #[error("{at}: riskgate trusts header `{header}` (identity.trusted_header), but {why}")]
+    UnguardedHeader {
+        /// Where (the ext_authz filter or the AuthorizationPolicy).
+        at: Location,
+        /// The header, lower-case.
+        header: String,
+        /// Why the proxy does not guarantee it.
+        why: String,
     },
     /// The risk budget does not fit under the proxy's timeout.
     #[error(
@@ -238,6 +249,16 @@ enum Found {
     Set { what: String, value: Value },
     Default { what: String, timeout: Duration },
     Http,
+}
+
+/// Reads `path` as text and as its YAML documents.
+pub fn read_documents(path: &Path) -> Result<(String, Vec<Value>), ProxyConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProxyConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let docs = documents(&text, path)?;
+    Ok((text, docs))
 }
 
 fn documents(text: &str, path: &Path) -> Result<Vec<Value>, ProxyConfigError> {

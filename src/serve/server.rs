@@ -204,8 +204,11 @@ impl Bound {
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(std::io::Error::other)?;
+        let limits = app.config.limits.clone();
+        let max_message = limits.max_message_bytes;
         let service =
-            AuthzService::new(app.decider.clone(), app.metrics.clone(), app.audit.clone());
+            AuthzService::new(app.decider.clone(), app.metrics.clone(), app.audit.clone())
+                .with_limits(limits);
         let (phase_tx, phase) = watch::channel(Phase::Serving);
         let grace = app.config.shutdown.grace();
 
@@ -245,7 +248,7 @@ impl Bound {
         let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(AuthorizationServer::new(service));
+            .add_service(AuthorizationServer::new(service).max_decoding_message_size(max_message));
         let stop = reached(phase.clone(), Phase::Stopping);
         let (server, tls_watcher) = match tls {
             None => (

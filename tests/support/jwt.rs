@@ -53,7 +53,7 @@ impl Claims {
     }
 }
 
-/// The claims of a valid token for user `sub`: `iss`, `aud`, `sub`, `iat` = now,
+/// The claims of a valid token for user `sub`: `iss`, `aud`, `sub`, `iat` = `auth_time` = now,
 /// `exp` = now + [`LIFETIME_S`].
 pub fn claims(sub: &str) -> Claims {
     let now = now();
@@ -62,6 +62,9 @@ pub fn claims(sub: &str) -> Claims {
     map.insert("aud".into(), json!(AUDIENCE));
     map.insert("sub".into(), json!(sub));
     map.insert("iat".into(), json!(now));
+    // when the user authenticated: the shipped step-up config (identity.step_up.max_age_s)
+    // counts an MFA only if this is recent
+    map.insert("auth_time".into(), json!(now));
     map.insert("exp".into(), json!(now + LIFETIME_S));
     Claims(map)
 }

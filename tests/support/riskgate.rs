@@ -236,3 +236,18 @@ impl Riskgate {
         &mut self.proc
     }
 }
+
+/// The `identity` section of `deploy/kubernetes/base/riskgate.yaml` (jwt_authn metadata and the
+/// trusted `x-jwt-payload` header): what riskgate runs with behind Istio and the mTLS Envoy.
+pub fn kubernetes_identity() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base/riskgate.yaml");
+    let text = std::fs::read_to_string(&path).expect("read deploy/kubernetes/base/riskgate.yaml");
+    let v: Value =
+        serde_yaml_ng::from_str(&text).expect("parse deploy/kubernetes/base/riskgate.yaml");
+    let identity = v["identity"].clone();
+    assert!(
+        identity["trusted_header"]["name"].as_str().is_some(),
+        "deploy/kubernetes/base/riskgate.yaml trusts a header"
+    );
+    identity
+}
