@@ -86,8 +86,12 @@ impl DecideSettings {
                 .to_ascii_lowercase(),
             fail_mode: risk.map(|r| r.fail_mode).unwrap_or_default(),
             bands: risk.map(|r| r.bands).unwrap_or_default(),
-            max_age_ms: risk.map_or(300_000, |r| r.max_age_ms),
-            retry_after_s: risk.map_or(5, |r| r.retry_after_s),
+            max_age_ms: risk.map_or(300_000, |r| {
+                u64::try_from(r.max_age.as_millis()).unwrap_or(u64::MAX)
+            }),
+            retry_after_s: risk.map_or(5, |r| {
+                u32::try_from(r.retry_after.as_secs()).unwrap_or(u32::MAX)
+            }),
             default_challenge: risk
                 .map_or_else(|| "step_up".to_owned(), |r| r.default_challenge.clone()),
         }

@@ -151,14 +151,14 @@ pub fn step_up_done(config: &IdentityConfig, principal: &Principal) -> bool {
             .any(|v| v.as_str() == Some(step_up.contains.as_str())),
         _ => false,
     };
-    let recent = match step_up.max_age_s {
+    let recent = match step_up.max_age {
         None => true,
         Some(max_age) => claims
             .get("auth_time")
             .and_then(Value::as_i64)
             .is_some_and(|at| {
                 let now = crate::risk::assessor::now_ms() / 1000;
-                now.saturating_sub(at) <= i64::try_from(max_age).unwrap_or(i64::MAX)
+                now.saturating_sub(at) <= i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
             }),
     };
     shown && recent
@@ -306,7 +306,7 @@ mod tests {
             step_up: Some(StepUpConfig {
                 claim: "amr".into(),
                 contains: "mfa".into(),
-                max_age_s: None,
+                max_age: None,
             }),
             ..IdentityConfig::default()
         };
@@ -331,7 +331,7 @@ mod tests {
             step_up: Some(StepUpConfig {
                 claim: "amr".into(),
                 contains: "mfa".into(),
-                max_age_s: Some(300),
+                max_age: Some(std::time::Duration::from_secs(300)),
             }),
             ..IdentityConfig::default()
         };

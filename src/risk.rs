@@ -35,7 +35,7 @@ use token::{Credentials, SecretSource, TokenManager};
 pub fn build_assessor(config: &RiskConfig) -> Result<(Assessor, Arc<TokenManager>), ConfigError> {
     let root = config.host_root()?;
     let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(config.budget_ms.max(1_000)))
+        .connect_timeout(config.budget.max(Duration::from_secs(1)))
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| ConfigError::field("risk", format!("cannot build http client: {e}")))?;
@@ -59,7 +59,7 @@ pub fn build_assessor(config: &RiskConfig) -> Result<(Assessor, Arc<TokenManager
         client::TransmitClient::new(http, &root, tokens.clone(), config.max_response_bytes);
     let breaker = Arc::new(Breaker::new(
         config.breaker.failure_threshold,
-        Duration::from_millis(config.breaker.open_ms),
+        config.breaker.open,
     ));
     let assessor = Assessor::new(Arc::new(client), breaker, settings_from(config));
     Ok((assessor, tokens))
@@ -68,10 +68,10 @@ pub fn build_assessor(config: &RiskConfig) -> Result<(Assessor, Arc<TokenManager
 /// Assessor timing from config.
 pub fn settings_from(config: &RiskConfig) -> AssessorSettings {
     AssessorSettings {
-        budget: Duration::from_millis(config.budget_ms),
-        deadline_reserve: Duration::from_millis(config.deadline_reserve_ms),
-        ttl: Duration::from_millis(config.cache.ttl_ms),
-        max_age: Duration::from_millis(config.max_age_ms),
+        budget: config.budget,
+        deadline_reserve: config.deadline_reserve,
+        ttl: config.cache.ttl,
+        max_age: config.max_age,
         max_entries: config.cache.max_entries,
     }
 }

@@ -501,7 +501,7 @@ async fn route_fail_mode_overrides_global() {
 async fn risk_timeout_follows_the_fail_mode() {
     let (mut config, risk) = setup();
     if let Some(r) = config.risk.as_mut() {
-        r.budget_ms = 50;
+        r.budget = std::time::Duration::from_millis(50);
     }
     risk.delay_ms.store(2_000, Ordering::SeqCst);
     risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", Some("u1"))));
