@@ -138,8 +138,8 @@ def cmd_k8s(files: list[str]) -> None:
 
 
 def riskgate_shutdown(docs: list[tuple[int, Any]]) -> tuple[float, float]:
-    """riskgate's shutdown.drain_ms / grace_ms in seconds, from the rendered config ConfigMap."""
-    drain_ms, grace_ms = 5000, 20000          # riskgate's defaults
+    """riskgate's shutdown.drain / grace in seconds, from the rendered config ConfigMap."""
+    drain_ms, grace_ms = 5000.0, 20000.0      # riskgate's defaults
     for _, doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "ConfigMap" and \
                 (doc.get("metadata") or {}).get("name") == "riskgate-config":
@@ -148,8 +148,8 @@ def riskgate_shutdown(docs: list[tuple[int, Any]]) -> tuple[float, float]:
                     sd = (yaml.safe_load(text) or {}).get("shutdown") or {}
                 except (yaml.YAMLError, AttributeError):
                     continue
-                drain_ms = sd.get("drain_ms", drain_ms)
-                grace_ms = sd.get("grace_ms", grace_ms)
+                drain_ms = config_ms(sd, "drain", drain_ms)
+                grace_ms = config_ms(sd, "grace", grace_ms)
     return drain_ms / 1000, grace_ms / 1000
 
 
@@ -189,8 +189,8 @@ def check_riskgate_deployment(doc: dict, where: str, shutdown: tuple[float, floa
     res = c.get("resources") or {}
     if not res.get("requests") or not res.get("limits"):
         fail(f"{label}: resources.requests and resources.limits are both required")
-    # Drain budget: the preStop delay, then riskgate's own shutdown (drain_ms serving while not
-    # ready, then at most grace_ms for in-flight Checks) must end before the kubelet's SIGKILL.
+    # Drain budget: the preStop delay, then riskgate's own shutdown (drain serving while not
+    # ready, then at most grace for in-flight Checks) must end before the kubelet's SIGKILL.
     grace = pod.get("terminationGracePeriodSeconds", 30)
     pre = ((c.get("lifecycle") or {}).get("preStop")) or {}
     sleep_s = (pre.get("sleep") or {}).get("seconds")
@@ -199,7 +199,7 @@ def check_riskgate_deployment(doc: dict, where: str, shutdown: tuple[float, floa
         fail(f"{label}: lifecycle.preStop.sleep.seconds missing (endpoints need time to drop the pod)")
     elif grace < sleep_s + drain_s + inflight_s:
         fail(f"{label}: terminationGracePeriodSeconds {grace} is shorter than preStop {sleep_s} s + "
-             f"riskgate shutdown.drain_ms {drain_s:g} s + shutdown.grace_ms {inflight_s:g} s: the "
+             f"riskgate shutdown.drain {drain_s:g} s + shutdown.grace {inflight_s:g} s: the "
              f"kubelet would kill riskgate before it has drained")
     if len(problems) == n_before:
         ok(f"{label}: directory mounts, hardening, probes, resources, drain budget")
@@ -295,6 +295,18 @@ def duration_ms(v: Any) -> float | None:
         return None
     unit_ms = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1, "us": 1e-3, "µs": 1e-3, "ns": 1e-6}
     return sum(float(n) * unit_ms[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ms|us|µs|ns|h|m|s)", v))
+
+
+def config_ms(section: dict, name: str, default: float) -> float:
+    """A riskgate config duration in ms: the typed field (`250ms`, `5s`; a bare number is ms)
+    or its legacy `<name>_ms` spelling; `default` when neither is set."""
+    for key in (name, f"{name}_ms"):
+        v = section.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, str) and (ms := duration_ms(v.strip())) is not None:
+            return ms
+    return default
 
 
 def _duration(v: Any) -> str | None:
@@ -433,7 +445,7 @@ def rendered_facts(rendered: str) -> dict:
         if doc.get("kind") == "ConfigMap" and meta.get("name") == "riskgate-config":
             for text in (doc.get("data") or {}).values():
                 cfg = yaml.safe_load(text) or {}
-                facts["budget_ms"] = ((cfg.get("risk") or {}).get("budget_ms", 250))
+                facts["budget_ms"] = config_ms(cfg.get("risk") or {}, "budget", 250)
                 th = (cfg.get("identity") or {}).get("trusted_header")
                 facts["trusted_header"] = (th or {}).get("name")
     return facts
@@ -459,7 +471,7 @@ def check_mesh_config(mesh: Any, where: str, facts: dict) -> None:
     if t is None:
         fail(f"{p}.timeout: required (Istio's default is 10 minutes)")
     elif t <= budget:
-        fail(f"{p}.timeout: {g.get('timeout')} must exceed riskgate's risk budget ({budget} ms), "
+        fail(f"{p}.timeout: {g.get('timeout')} must exceed riskgate's risk budget ({budget:g} ms), "
              f"or the proxy gives up before riskgate's own fail-mode answer")
     if g.get("failOpen") is not False:
         fail(f"{p}.failOpen: must be false (riskgate unreachable must not mean allowed)")
@@ -476,7 +488,7 @@ def check_mesh_config(mesh: Any, where: str, facts: dict) -> None:
              f"DECODE_AND_MERGE_SLASHES (riskgate denies non-canonical paths), got {norm!r}")
     if len(problems) == n_before:
         ok(f"{where}: MeshConfig fields; provider `{PROVIDER_NAME}` -> {g.get('service')}:{g.get('port')}, "
-           f"timeout {g.get('timeout')} > budget {budget} ms, fail closed with 503, body <= "
+           f"timeout {g.get('timeout')} > budget {budget:g} ms, fail closed with 503, body <= "
            f"{body['maxRequestBytes']} B; path normalization {norm}")
 
 

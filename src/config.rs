@@ -4,6 +4,7 @@
 //! Unknown fields are rejected (`deny_unknown_fields`) so a typo fails start-up with a
 //! message naming the field instead of silently falling back to a default.
 
+pub mod duration;
 mod identity;
 mod lifecycle;
 mod limits;
@@ -24,6 +25,7 @@ pub use risk::{
 pub use routes::{DefaultAnswer, HostConfig, ResourceSpec, RiskMode, RouteConfig};
 pub use tls::TlsConfig;
 
+use crate::source::SourceLocation;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,12 +43,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML did not parse into the typed config (unknown field, wrong type, ...).
-    #[error("{}{}: invalid config: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    #[error("{at}: invalid config: {message}")]
     Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the problem, when the parser knows it.
-        line: Option<usize>,
+        /// The file, and the line and column when the parser knows them.
+        at: SourceLocation,
         /// The parser's message, which names the field.
         message: String,
     },
@@ -70,8 +70,9 @@ impl ConfigError {
     }
 }
 
-/// The whole riskgate configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The whole riskgate configuration. Every field but `policies` may be left out; the
+/// values it then takes are those of [`Config::default`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Listening addresses.
@@ -81,7 +82,7 @@ pub struct Config {
     /// counts what it would have answered (for mesh roll-outs).
     #[serde(default)]
     pub mode: Mode,
-    /// Where the Cedar schema, policies and entities live.
+    /// Where the Cedar schema, policies and entities live (required: there is no default).
     pub policies: PolicyPaths,
     /// How the principal is established from verified identity.
     #[serde(default)]
@@ -92,7 +93,8 @@ pub struct Config {
     /// configuration cannot drop. A trailing `*` matches a prefix; names are case-insensitive.
     #[serde(default)]
     pub strip_headers: Option<Vec<String>>,
-    /// The risk recommendation API; absent means no route may require risk.
+    /// The risk recommendation API; absent means no route may require risk. Code that
+    /// needs the risk settings in force either way reads [`Config::risk_or_default`].
     #[serde(default)]
     pub risk: Option<RiskConfig>,
     /// Method + path (+ host) → Cedar action and resource.
@@ -117,24 +119,21 @@ pub struct Config {
 
 /// gRPC and admin listening addresses.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Listen {
     /// ext_authz gRPC (Check, health, reflection).
-    #[serde(default = "default_grpc_addr")]
     pub grpc: SocketAddr,
     /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`.
-    #[serde(default = "default_admin_addr")]
     pub admin: SocketAddr,
     /// TLS (and client certificates) on the gRPC listener; absent = plaintext.
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Listen {
-            grpc: default_grpc_addr(),
-            admin: default_admin_addr(),
+            grpc: SocketAddr::from(([0, 0, 0, 0], 9001)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 9002)),
             tls: None,
         }
     }
@@ -151,8 +150,9 @@ pub enum Mode {
     DryRun,
 }
 
-/// Locations of the Cedar inputs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Locations of the Cedar inputs. `dir` and `schema` are required in the file; the
+/// `Default` (empty paths) only serves configs built in code.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyPaths {
     /// Directory holding `*.cedar` files.
@@ -169,15 +169,13 @@ pub struct PolicyPaths {
     pub shadow_dir: Option<PathBuf>,
 }
 
-fn default_grpc_addr() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9001))
-}
-
-fn default_admin_addr() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9002))
-}
-
 impl Config {
+    /// The risk settings in force: the `risk` section, or its defaults when there is none
+    /// (so callers never repeat a default such as the token header or `retry_after`).
+    pub fn risk_or_default(&self) -> RiskConfig {
+        self.risk.clone().unwrap_or_default()
+    }
+
     /// Lower-cased strip patterns in force: the configured list, or the default list plus
     /// the action-token header (a credential for the risk API the upstream has no use for).
     pub fn effective_strip_headers(&self) -> Vec<String> {
@@ -218,9 +216,11 @@ impl Config {
     /// exactly the bytes it parsed).
     pub fn load_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut config = Config::from_yaml(text).map_err(|e| match e {
-            ConfigError::Parse { line, message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                line,
+            ConfigError::Parse { at, message } => ConfigError::Parse {
+                at: SourceLocation {
+                    file: path.to_owned(),
+                    ..at
+                },
                 message,
             },
             other => other,
@@ -235,10 +235,12 @@ impl Config {
 
     /// Parses YAML text (no env overrides, no path resolution, no validation).
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<inline>"),
-            line: e.location().map(|l| l.line()),
-            message: e.to_string(),
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            ConfigError::Parse {
+                at: SourceLocation::of_yaml(Path::new("<inline>"), &e),
+                message: duration::explain_duplicate(&message).unwrap_or(message),
+            }
         })
     }
 
@@ -391,6 +393,83 @@ mod tests {
         Ok(())
     }
 
+    /// The defaults documented in README.md's configuration reference, read from the one
+    /// place that holds them.
+    #[test]
+    fn defaults_are_the_documented_values() -> Result<(), ConfigError> {
+        let ms = std::time::Duration::from_millis;
+        let c = Config::default();
+        assert_eq!(c.listen.grpc, SocketAddr::from(([0, 0, 0, 0], 9001)));
+        assert_eq!(c.listen.admin, SocketAddr::from(([0, 0, 0, 0], 9002)));
+        assert_eq!(c.listen.tls, None);
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.default, DefaultAnswer::Deny);
+        assert_eq!(c.reload.poll, ms(1_000));
+        assert_eq!(
+            (c.shutdown.drain, c.shutdown.grace),
+            (ms(5_000), ms(20_000))
+        );
+        let jwt = c
+            .identity
+            .jwt_metadata
+            .clone()
+            .unwrap_or_else(|| JwtMetadataSource {
+                namespace: String::new(),
+                key: String::new(),
+            });
+        assert_eq!(
+            (jwt.namespace.as_str(), jwt.key.as_str()),
+            ("envoy.filters.http.jwt_authn", "jwt_payload")
+        );
+        assert_eq!(c.identity.claim, "sub");
+        assert!(c.identity.issuers.is_empty() && c.identity.claims_as_attributes.is_empty());
+        assert!(c.identity.trusted_header.is_none() && c.identity.step_up.is_none());
+        assert_eq!(c.strip_headers, None);
+        assert!(c.risk.is_none() && c.routes.is_empty() && c.hosts.is_empty());
+
+        let r = c.risk_or_default();
+        assert_eq!(r.token_header, "x-action-token");
+        assert_eq!((r.budget, r.deadline_reserve), (ms(250), ms(20)));
+        assert_eq!(r.max_age, ms(300_000));
+        assert_eq!(r.max_response_bytes, 262_144);
+        assert_eq!((r.cache.ttl, r.cache.max_entries), (ms(300_000), 100_000));
+        assert_eq!(r.fail_mode, FailMode::Closed);
+        assert_eq!(r.retry_after, ms(5_000));
+        assert_eq!((r.bands.medium_from, r.bands.high_from), (40.0, 80.0));
+        assert_eq!(
+            (r.breaker.failure_threshold, r.breaker.open),
+            (5, ms(10_000))
+        );
+        let t = &r.token_refresh;
+        assert_eq!(t.at_percent, 80);
+        assert_eq!(
+            (t.min_interval, t.retry, t.timeout),
+            (ms(1_000), ms(1_000), ms(5_000))
+        );
+        assert_eq!(r.default_challenge, "step_up");
+        assert_eq!(TlsConfig::DEFAULT_RELOAD_POLL, ms(1_000));
+
+        // What the parser fills in for absent fields is that same `Default`.
+        let parsed = Config::from_yaml(&format!("{MINIMAL}risk: {{}}\n"))?;
+        assert_eq!(parsed.risk_or_default(), RiskConfig::default());
+        let defaults = Config {
+            policies: parsed.policies.clone(),
+            risk: Some(RiskConfig::default()),
+            ..Config::default()
+        };
+        assert_eq!(parsed, defaults);
+        Ok(())
+    }
+
+    #[test]
+    fn policies_stay_required() {
+        let msg = Config::from_yaml("mode: enforce\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("policies"), "{msg}");
+    }
+
     #[test]
     fn unknown_field_is_named() {
         let err = Config::from_yaml(&format!("{MINIMAL}modee: dry_run\n"));
@@ -454,7 +533,7 @@ mod tests {
     fn only_restart_fields_are_reported_as_restart_only() -> Result<(), ConfigError> {
         let running = Config::from_yaml(MINIMAL)?;
         let mut next = Config::from_yaml(&format!(
-            "{MINIMAL}default: allow\nmode: dry_run\nshutdown: {{ drain_ms: 1 }}\n"
+            "{MINIMAL}default: allow\nmode: dry_run\nshutdown: {{ drain: 1ms }}\n"
         ))?;
         assert_eq!(
             next.restart_only_changes(&running),

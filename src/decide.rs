@@ -62,28 +62,21 @@ pub struct DecideSettings {
 impl DecideSettings {
     /// From the config (risk defaults when risk is not configured).
     pub fn from_config(config: &Config) -> DecideSettings {
-        let risk = config.risk.as_ref();
-        let max_age_ms = risk.map_or(300_000, |r| r.max_age_ms);
+        let risk = config.risk_or_default();
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         DecideSettings {
             mode: config.mode,
             identity: config.identity.clone(),
             strip_headers: config.effective_strip_headers(),
-            token_header: risk
-                .map_or("x-action-token", |r| r.token_header.as_str())
-                .to_ascii_lowercase(),
-            fail_mode: risk.map(|r| r.fail_mode).unwrap_or_default(),
-            bands: risk.map(|r| r.bands).unwrap_or_default(),
-            max_age_ms,
+            token_header: risk.token_header.to_ascii_lowercase(),
+            fail_mode: risk.fail_mode,
+            bands: risk.bands,
+            max_age_ms: millis(risk.max_age),
             clock_skew_ms: 60_000,
-            retry_after_s: risk.map_or(5, |r| r.retry_after_s),
-            default_challenge: risk
-                .map_or_else(|| "step_up".to_owned(), |r| r.default_challenge.clone()),
-            ledger_capacity: risk.map_or(usize::MAX, |r| {
-                usize::try_from(r.cache.max_entries).unwrap_or(usize::MAX)
-            }),
-            ledger_keep: Duration::from_millis(
-                risk.map_or(max_age_ms, |r| r.cache.ttl_ms.max(max_age_ms)),
-            ),
+            retry_after_s: u32::try_from(risk.retry_after.as_secs()).unwrap_or(u32::MAX),
+            default_challenge: risk.default_challenge,
+            ledger_capacity: usize::try_from(risk.cache.max_entries).unwrap_or(usize::MAX),
+            ledger_keep: risk.cache.ttl.max(risk.max_age),
         }
     }
 }

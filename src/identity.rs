@@ -156,10 +156,10 @@ pub fn step_up_done(config: &IdentityConfig, principal: &Principal, clock_skew_m
     let auth_time = claims.get("auth_time").and_then(Value::as_i64);
     // an authentication dated in the future would meet any max_age forever
     let from_the_future = auth_time.is_some_and(|at| at.saturating_sub(now_s) > skew_s);
-    let recent = match step_up.max_age_s {
+    let recent = match step_up.max_age {
         None => true,
         Some(max_age) => auth_time.is_some_and(|at| {
-            now_s.saturating_sub(at) <= i64::try_from(max_age).unwrap_or(i64::MAX)
+            now_s.saturating_sub(at) <= i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
         }),
     };
     shown && recent && !from_the_future
@@ -307,7 +307,7 @@ mod tests {
             step_up: Some(StepUpConfig {
                 claim: "amr".into(),
                 contains: "mfa".into(),
-                max_age_s: None,
+                max_age: None,
             }),
             ..IdentityConfig::default()
         };
@@ -332,7 +332,7 @@ mod tests {
             step_up: Some(StepUpConfig {
                 claim: "amr".into(),
                 contains: "mfa".into(),
-                max_age_s: Some(300),
+                max_age: Some(std::time::Duration::from_secs(300)),
             }),
             ..IdentityConfig::default()
         };

@@ -33,6 +33,7 @@ pub mod request;
 pub mod risk;
 pub mod routes;
 pub mod serve;
+pub mod source;
 pub mod telemetry;
 
 /// Generated Envoy ext_authz protobuf types (from the vendored protos in `proto/`).

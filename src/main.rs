@@ -62,7 +62,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// Envoy config whose `envoy.filters.http.ext_authz` `grpc_service.timeout` must
-        /// exceed `risk.budget_ms + risk.deadline_reserve_ms` (repeatable).
+        /// exceed `risk.budget + risk.deadline_reserve` (repeatable).
         #[arg(long = "envoy-config", value_name = "FILE")]
         envoy: Vec<PathBuf>,
         /// Istio mesh config (IstioOperator, Helm values or the `istio` ConfigMap) whose

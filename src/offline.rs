@@ -183,10 +183,12 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
             )),
         }
     }
-    let (budget_ms, reserve_ms) = config
+    let (budget, reserve) = config
         .risk
         .as_ref()
-        .map_or((0, 0), |r| (r.budget_ms, r.deadline_reserve_ms));
+        .map_or((Duration::ZERO, Duration::ZERO), |r| {
+            (r.budget, r.deadline_reserve)
+        });
     let files = proxies
         .envoy
         .iter()
@@ -195,13 +197,15 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
     for (path, kind) in files {
         match proxy::timeouts(path, kind) {
             Ok(timeouts) => {
-                let problems = proxy::check_budget(&timeouts, budget_ms, reserve_ms);
+                let problems = proxy::check_budget(&timeouts, budget, reserve);
                 if problems.is_empty() {
                     for t in &timeouts {
                         v.checked.push(format!(
-                            "{} {} ms fits risk budget {budget_ms} ms + reserve {reserve_ms} ms",
+                            "{} {} ms fits risk budget {} ms + reserve {} ms",
                             t.what,
-                            t.timeout.as_millis()
+                            t.timeout.as_millis(),
+                            budget.as_millis(),
+                            reserve.as_millis()
                         ));
                     }
                 }

@@ -36,7 +36,7 @@ pub fn build_assessor(
 ) -> Result<(Assessor, Arc<TokenManager>), ConfigError> {
     let root = config.host_root()?;
     let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(config.budget_ms.max(1_000)))
+        .connect_timeout(config.budget.max(Duration::from_secs(1)))
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| ConfigError::field("risk", format!("cannot build http client: {e}")))?;
@@ -60,7 +60,7 @@ pub fn build_assessor(
         client::TransmitClient::new(http, &root, tokens.clone(), config.max_response_bytes);
     let breaker = Arc::new(Breaker::new(
         config.breaker.failure_threshold,
-        Duration::from_millis(config.breaker.open_ms),
+        config.breaker.open,
     ));
     let assessor = Assessor::new(Arc::new(client), breaker, settings_from(config), observer);
     Ok((assessor, tokens))
@@ -69,10 +69,10 @@ pub fn build_assessor(
 /// Assessor timing from config.
 pub fn settings_from(config: &RiskConfig) -> AssessorSettings {
     AssessorSettings {
-        budget: Duration::from_millis(config.budget_ms),
-        deadline_reserve: Duration::from_millis(config.deadline_reserve_ms),
-        ttl: Duration::from_millis(config.cache.ttl_ms),
-        max_age: Duration::from_millis(config.max_age_ms),
+        budget: config.budget,
+        deadline_reserve: config.deadline_reserve,
+        ttl: config.cache.ttl,
+        max_age: config.max_age,
         max_entries: config.cache.max_entries,
     }
 }

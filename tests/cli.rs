@@ -192,7 +192,7 @@ fn validate_names_a_bad_config_field_and_line() {
     let out = riskgate(&["validate", "-c", path_str(&ws.config)]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("shutdown.grace_ms"), "{stderr}");
+    assert!(stderr.contains("shutdown.grace"), "{stderr}");
 }
 
 #[test]

@@ -254,7 +254,7 @@ async fn the_shipped_step_up_needs_a_recent_mfa() {
         let text = std::fs::read_to_string(repo(file)).unwrap_or_default();
         let shipped = Config::from_yaml(&text).map(|c| c.identity.step_up);
         assert!(
-            matches!(&shipped, Ok(Some(s)) if s.max_age_s.is_some()),
+            matches!(&shipped, Ok(Some(s)) if s.max_age.is_some()),
             "{file}: identity.step_up.max_age_s: {shipped:?}"
         );
     }
@@ -533,7 +533,7 @@ async fn route_fail_mode_overrides_global() {
 async fn risk_timeout_follows_the_fail_mode() {
     let (mut config, risk) = setup();
     if let Some(r) = config.risk.as_mut() {
-        r.budget_ms = 50;
+        r.budget = std::time::Duration::from_millis(50);
     }
     risk.delay_ms.store(2_000, Ordering::SeqCst);
     risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", Some("u1"))));
@@ -957,7 +957,7 @@ async fn an_action_from_the_future_is_refused() {
 async fn auth_time_in_the_future_is_no_step_up() {
     let (mut config, risk) = setup();
     if let Some(s) = config.identity.step_up.as_mut() {
-        s.max_age_s = Some(300);
+        s.max_age = Some(std::time::Duration::from_secs(300));
     }
     risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
     let now_s = riskgate::clock::now_ms() / 1000;

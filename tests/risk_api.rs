@@ -66,7 +66,7 @@ async fn token_is_refreshed_before_expiry_so_no_check_sees_a_401() {
             token_lifetime_ms: lifetime.as_millis() as u64,
             ..SimConfig::default()
         },
-        |c| risk_mut(c).token_refresh.min_interval_ms = 200,
+        |c| risk_mut(c).token_refresh.min_interval = Duration::from_millis(200),
     )
     .await;
     let until = Instant::now() + lifetime + lifetime / 2;
@@ -153,7 +153,10 @@ async fn one_hundred_concurrent_checks_make_one_api_call() {
 
 #[tokio::test]
 async fn expired_cache_entry_is_fetched_again() {
-    let rg = start(SimConfig::default(), |c| risk_mut(c).cache.ttl_ms = 150).await;
+    let rg = start(SimConfig::default(), |c| {
+        risk_mut(c).cache.ttl = Duration::from_millis(150)
+    })
+    .await;
     rg.sim.script("t", read_ok());
     assert_eq!(status(&rg, balance("t")).await, 200);
     assert_eq!(status(&rg, balance("t")).await, 200);
@@ -297,7 +300,7 @@ async fn each_outage_kind_under_each_fail_mode() {
         let rg = start(SimConfig::default(), move |c| {
             let r = risk_mut(c);
             r.fail_mode = mode;
-            r.budget_ms = 150;
+            r.budget = Duration::from_millis(150);
             r.breaker.failure_threshold = 1_000;
             for route in &mut c.routes {
                 route.fail_mode = None;
@@ -342,7 +345,7 @@ async fn breaker_opens_fails_fast_and_recovers() {
     let rg = start(SimConfig::default(), move |c| {
         let r = risk_mut(c);
         r.breaker.failure_threshold = 3;
-        r.breaker.open_ms = open_ms.as_millis() as u64;
+        r.breaker.open = open_ms;
     })
     .await;
     rg.sim.set_outage(Some(503));
@@ -374,12 +377,12 @@ async fn breaker_opens_fails_fast_and_recovers() {
 #[tokio::test]
 async fn slow_api_beyond_the_budget_is_answered_within_the_deadline() {
     // Budget 1 s, but Envoy's grpc-timeout is shorter: riskgate must answer before the
-    // deadline, keeping `deadline_reserve_ms` for itself (wide here, for loaded CI machines).
+    // deadline, keeping `deadline_reserve` for itself (wide here, for loaded CI machines).
     let deadline = ms("RISKGATE_TEST_DEADLINE_MS", 400);
     let rg = start(SimConfig::default(), |c| {
         let r = risk_mut(c);
-        r.budget_ms = 1_000;
-        r.deadline_reserve_ms = 150;
+        r.budget = Duration::from_millis(1_000);
+        r.deadline_reserve = Duration::from_millis(150);
     })
     .await;
     rg.sim.script(

@@ -59,7 +59,7 @@ impl Pki {
             key_file: self.path("server.key"),
             client_ca_file: Some(self.path("ca.crt")),
             require_client_cert: None,
-            reload_poll_ms: 50,
+            reload_poll: Duration::from_millis(50),
         }
     }
 }

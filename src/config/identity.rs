@@ -1,42 +1,37 @@
 //! Identity configuration: where a verified principal comes from.
 
-use super::ConfigError;
+use super::{duration, ConfigError};
 use serde::Deserialize;
+use std::time::Duration;
 
 /// How riskgate learns who the caller is. Only sources written by the proxy after
 /// verification count: Envoy's `jwt_authn` metadata, or a header the config explicitly
 /// names as proxy-written (Istio's `outputPayloadToHeader`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
     /// Envoy `jwt_authn` `payload_in_metadata`, read from the Check's `metadata_context`.
-    #[serde(default = "default_jwt_metadata")]
     pub jwt_metadata: Option<JwtMetadataSource>,
     /// A request header written by the proxy after verification. Off by default: a client
     /// could send any header, so it is only trusted when configured.
-    #[serde(default)]
     pub trusted_header: Option<TrustedHeader>,
     /// The claim holding the principal id.
-    #[serde(default = "default_claim")]
     pub claim: String,
     /// JWT claims copied onto the principal entity as attributes (the schema must declare them).
-    #[serde(default)]
     pub claims_as_attributes: Vec<String>,
     /// How a completed step-up (MFA) shows in the claims, to satisfy a CHALLENGE.
-    #[serde(default)]
     pub step_up: Option<StepUpConfig>,
     /// Accepted `iss` values. Empty: not checked. With several, principal ids are
     /// `issuer|subject`, so the same `sub` from two identity providers never collides.
-    #[serde(default)]
     pub issuers: Vec<String>,
 }
 
 impl Default for IdentityConfig {
     fn default() -> Self {
         IdentityConfig {
-            jwt_metadata: default_jwt_metadata(),
+            jwt_metadata: Some(JwtMetadataSource::default()),
             trusted_header: None,
-            claim: default_claim(),
+            claim: "sub".into(),
             claims_as_attributes: Vec::new(),
             step_up: None,
             issuers: Vec::new(),
@@ -46,14 +41,21 @@ impl Default for IdentityConfig {
 
 /// Location of the verified JWT payload in `metadata_context.filter_metadata`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct JwtMetadataSource {
     /// Filter namespace, normally `envoy.filters.http.jwt_authn`.
-    #[serde(default = "default_namespace")]
     pub namespace: String,
     /// `payload_in_metadata` name (Istio sets it to the issuer).
-    #[serde(default = "default_key")]
     pub key: String,
+}
+
+impl Default for JwtMetadataSource {
+    fn default() -> Self {
+        JwtMetadataSource {
+            namespace: "envoy.filters.http.jwt_authn".into(),
+            key: "jwt_payload".into(),
+        }
+    }
 }
 
 /// A proxy-written identity header.
@@ -88,27 +90,9 @@ pub struct StepUpConfig {
     pub contains: String,
     /// When set, the step-up counts only if the JWT's `auth_time` (epoch seconds) is at most
     /// this old (RFC 9470 `max_age`): an MFA done hours ago does not answer today's CHALLENGE.
-    #[serde(default)]
-    pub max_age_s: Option<u64>,
-}
-
-fn default_jwt_metadata() -> Option<JwtMetadataSource> {
-    Some(JwtMetadataSource {
-        namespace: default_namespace(),
-        key: default_key(),
-    })
-}
-
-fn default_namespace() -> String {
-    "envoy.filters.http.jwt_authn".into()
-}
-
-fn default_key() -> String {
-    "jwt_payload".into()
-}
-
-fn default_claim() -> String {
-    "sub".into()
+    /// Legacy `max_age_s`; a bare number is seconds.
+    #[serde(default, alias = "max_age_s", deserialize_with = "duration::opt_secs")]
+    pub max_age: Option<Duration>,
 }
 
 impl IdentityConfig {

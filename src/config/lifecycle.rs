@@ -1,6 +1,6 @@
 //! Lifecycle settings: how policy changes are picked up, and how the process stops.
 
-use super::ConfigError;
+use super::{duration, ConfigError};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -10,17 +10,17 @@ use std::time::Duration;
 /// Kubernetes ConfigMap's atomic `..data` swap is seen as the content change it is) and
 /// reloads when the hash changes. `SIGHUP` reloads at once whatever the interval.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReloadConfig {
-    /// Poll interval; `0` turns polling off (`SIGHUP` still reloads).
-    #[serde(default = "default_poll_ms")]
-    pub poll_ms: u64,
+    /// Poll interval; `0` turns polling off (`SIGHUP` still reloads). Legacy `poll_ms`.
+    #[serde(alias = "poll_ms", deserialize_with = "duration::millis")]
+    pub poll: Duration,
 }
 
 impl Default for ReloadConfig {
     fn default() -> Self {
         ReloadConfig {
-            poll_ms: default_poll_ms(),
+            poll: Duration::from_secs(1),
         }
     }
 }
@@ -28,30 +28,30 @@ impl Default for ReloadConfig {
 impl ReloadConfig {
     /// The poll interval, `None` when polling is off.
     pub fn poll(&self) -> Option<Duration> {
-        (self.poll_ms > 0).then(|| Duration::from_millis(self.poll_ms))
+        (!self.poll.is_zero()).then_some(self.poll)
     }
 }
 
-/// Graceful shutdown on `SIGTERM`: first `drain_ms` still serving while readiness and gRPC
+/// Graceful shutdown on `SIGTERM`: first `drain` still serving while readiness and gRPC
 /// health say NOT_SERVING (so load balancers and Envoy stop sending), then no new
-/// connections and up to `grace_ms` for in-flight Checks. The process exits within
-/// `drain_ms + grace_ms` (keep that under Kubernetes' `terminationGracePeriodSeconds`).
+/// connections and up to `grace` for in-flight Checks. The process exits within
+/// `drain + grace` (keep that under Kubernetes' `terminationGracePeriodSeconds`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
-    /// Time still serving after `SIGTERM`, reported not ready.
-    #[serde(default = "default_drain_ms")]
-    pub drain_ms: u64,
-    /// Most time then given to in-flight Checks before exiting anyway.
-    #[serde(default = "default_grace_ms")]
-    pub grace_ms: u64,
+    /// Time still serving after `SIGTERM`, reported not ready (legacy `drain_ms`).
+    #[serde(alias = "drain_ms", deserialize_with = "duration::millis")]
+    pub drain: Duration,
+    /// Most time then given to in-flight Checks before exiting anyway (legacy `grace_ms`).
+    #[serde(alias = "grace_ms", deserialize_with = "duration::millis")]
+    pub grace: Duration,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
-            drain_ms: default_drain_ms(),
-            grace_ms: default_grace_ms(),
+            drain: Duration::from_secs(5),
+            grace: Duration::from_secs(20),
         }
     }
 }
@@ -59,34 +59,24 @@ impl Default for ShutdownConfig {
 impl ShutdownConfig {
     /// The drain period.
     pub fn drain(&self) -> Duration {
-        Duration::from_millis(self.drain_ms)
+        self.drain
     }
 
     /// The grace period.
     pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.grace_ms)
+        self.grace
     }
 
     /// Field checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.grace_ms == 0 {
+        if self.grace.is_zero() {
             return Err(ConfigError::field(
-                "shutdown.grace_ms",
+                "shutdown.grace",
                 "must be positive (in-flight Checks need time to finish)",
             ));
         }
         Ok(())
     }
-}
-
-fn default_poll_ms() -> u64 {
-    1_000
-}
-fn default_drain_ms() -> u64 {
-    5_000
-}
-fn default_grace_ms() -> u64 {
-    20_000
 }
 
 #[cfg(test)]
@@ -95,7 +85,10 @@ mod tests {
 
     #[test]
     fn zero_poll_turns_polling_off() {
-        assert_eq!(ReloadConfig { poll_ms: 0 }.poll(), None);
+        let off = ReloadConfig {
+            poll: Duration::ZERO,
+        };
+        assert_eq!(off.poll(), None);
         assert_eq!(
             ReloadConfig::default().poll(),
             Some(Duration::from_millis(1_000))
@@ -105,13 +98,13 @@ mod tests {
     #[test]
     fn zero_grace_is_rejected() {
         let msg = ShutdownConfig {
-            drain_ms: 0,
-            grace_ms: 0,
+            drain: Duration::ZERO,
+            grace: Duration::ZERO,
         }
         .validate()
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-        assert!(msg.contains("shutdown.grace_ms"), "{msg}");
+        assert!(msg.contains("shutdown.grace"), "{msg}");
     }
 }

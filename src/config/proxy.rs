@@ -13,9 +13,9 @@ pub mod trust;
 
 pub use duration::parse_duration;
 
+use crate::source::SourceLocation;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,29 +35,11 @@ pub enum ProxyKind {
     Istio,
 }
 
-/// A place in a file, printed `file:line`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// The file.
-    pub file: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}", self.file.display(), line),
-            None => write!(f, "{}", self.file.display()),
-        }
-    }
-}
-
 /// One ext_authz timeout found in a proxy config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthzTimeout {
     /// Where it is set (or where the filter is, when defaulted).
-    pub at: Location,
+    pub at: SourceLocation,
     /// What it is, e.g. ``ext_authz `grpc_service.timeout` ``.
     pub what: String,
     /// The timeout in force.
@@ -82,7 +64,7 @@ pub enum ProxyConfigError {
     #[error("{at}: invalid yaml: {message}")]
     Parse {
         /// Where the parser stopped.
-        at: Location,
+        at: SourceLocation,
         /// The parser's message.
         message: String,
     },
@@ -90,7 +72,7 @@ pub enum ProxyConfigError {
     #[error("{at}: {message}")]
     NotFound {
         /// The file.
-        at: Location,
+        at: SourceLocation,
         /// What was looked for.
         message: &'static str,
     },
@@ -98,7 +80,7 @@ pub enum ProxyConfigError {
     #[error("{at}: {what} `{value}` is not a duration (e.g. `0.5s`, `1s`, `500ms`)")]
     BadTimeout {
         /// Where.
-        at: Location,
+        at: SourceLocation,
         /// Which field.
         what: String,
         /// The value as written.
@@ -110,13 +92,13 @@ pub enum ProxyConfigError {
     )]
     HttpService {
         /// Where.
-        at: Location,
+        at: SourceLocation,
     },
     /// riskgate trusts a header that a client can send through this proxy config.
     #[error("{at}: riskgate trusts header `{header}` (identity.trusted_header), but {why}")]
     UnguardedHeader {
         /// Where (the ext_authz filter or the AuthorizationPolicy).
-        at: Location,
+        at: SourceLocation,
         /// The header, lower-case.
         header: String,
         /// Why the proxy does not guarantee it.
@@ -124,21 +106,23 @@ pub enum ProxyConfigError {
     },
     /// The risk budget does not fit under the proxy's timeout.
     #[error(
-        "{}: {} is {} ms{}, but risk.budget_ms ({budget_ms}) + risk.deadline_reserve_ms ({reserve_ms}) = {} ms; raise the timeout to at least {} ms or lower the budget",
+        "{}: {} is {} ms{}, but risk.budget ({} ms) + risk.deadline_reserve ({} ms) = {} ms; raise the timeout to at least {} ms or lower the budget",
         timeout.at,
         timeout.what,
         timeout.timeout.as_millis(),
         if timeout.defaulted { " (the default)" } else { "" },
-        budget_ms + reserve_ms,
-        budget_ms + reserve_ms
+        budget.as_millis(),
+        reserve.as_millis(),
+        (*budget + *reserve).as_millis(),
+        (*budget + *reserve).as_millis()
     )]
     TooShort {
         /// The timeout at fault.
         timeout: AuthzTimeout,
-        /// `risk.budget_ms`.
-        budget_ms: u64,
-        /// `risk.deadline_reserve_ms`.
-        reserve_ms: u64,
+        /// `risk.budget`.
+        budget: Duration,
+        /// `risk.deadline_reserve`.
+        reserve: Duration,
     },
 }
 
@@ -179,10 +163,7 @@ pub fn timeouts_in(
     };
     if found.is_empty() {
         return Err(vec![ProxyConfigError::NotFound {
-            at: Location {
-                file: path.to_owned(),
-                line: None,
-            },
+            at: SourceLocation::file(path),
             message: missing,
         }]);
     }
@@ -190,13 +171,11 @@ pub fn timeouts_in(
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (i, f) in found.into_iter().enumerate() {
-        let at = Location {
-            file: path.to_owned(),
-            line: lines.get(i).copied().map(|(anchor, timeout)| match f {
-                Found::Set { .. } => timeout.unwrap_or(anchor),
-                _ => anchor,
-            }),
-        };
+        let line = lines.get(i).copied().map(|(anchor, timeout)| match f {
+            Found::Set { .. } => timeout.unwrap_or(anchor),
+            _ => anchor,
+        });
+        let at = SourceLocation::line(path, line);
         match f {
             Found::Set { what, value } => match parse_duration(&value) {
                 Some(timeout) => out.push(AuthzTimeout {
@@ -227,20 +206,20 @@ pub fn timeouts_in(
     }
 }
 
-/// Checks `budget_ms + reserve_ms` against each timeout.
+/// Checks `budget + reserve` (`risk.budget`, `risk.deadline_reserve`) against each timeout.
 pub fn check_budget(
     timeouts: &[AuthzTimeout],
-    budget_ms: u64,
-    reserve_ms: u64,
+    budget: Duration,
+    reserve: Duration,
 ) -> Vec<ProxyConfigError> {
-    let need = Duration::from_millis(budget_ms.saturating_add(reserve_ms));
+    let need = budget.saturating_add(reserve);
     timeouts
         .iter()
         .filter(|t| t.timeout < need)
         .map(|t| ProxyConfigError::TooShort {
             timeout: t.clone(),
-            budget_ms,
-            reserve_ms,
+            budget,
+            reserve,
         })
         .collect()
 }
@@ -265,10 +244,7 @@ fn documents(text: &str, path: &Path) -> Result<Vec<Value>, ProxyConfigError> {
     let mut docs = Vec::new();
     for de in serde_yaml_ng::Deserializer::from_str(text) {
         let doc = Value::deserialize(de).map_err(|e| ProxyConfigError::Parse {
-            at: Location {
-                file: path.to_owned(),
-                line: e.location().map(|l| l.line()),
-            },
+            at: SourceLocation::of_yaml(path, &e),
             message: e.to_string(),
         })?;
         docs.push(doc);
@@ -414,6 +390,10 @@ fn value_text(v: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     fn envoy(yaml: &str) -> Result<Vec<AuthzTimeout>, Vec<ProxyConfigError>> {
         timeouts_in(yaml, Path::new("envoy.yaml"), ProxyKind::Envoy)
     }
@@ -453,7 +433,7 @@ static_resources:
         let t = envoy(&yaml).unwrap_or_default();
         assert_eq!(t[0].timeout, Duration::from_millis(200));
         assert!(t[0].defaulted);
-        let problems = check_budget(&t, 250, 20);
+        let problems = check_budget(&t, ms(250), ms(20));
         let msg = problems
             .first()
             .map(ToString::to_string)
@@ -465,8 +445,8 @@ static_resources:
     #[test]
     fn budget_must_fit_under_the_timeout() {
         let t = envoy(&FILTER.replace("TIMEOUT", "0.25s")).unwrap_or_default();
-        assert!(check_budget(&t, 200, 50).is_empty());
-        let msg = check_budget(&t, 250, 20)
+        assert!(check_budget(&t, ms(200), ms(50)).is_empty());
+        let msg = check_budget(&t, ms(250), ms(20))
             .first()
             .map(ToString::to_string)
             .unwrap_or_default();

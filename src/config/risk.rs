@@ -1,66 +1,83 @@
 //! Risk API configuration: where the recommendations come from, how long to wait for them,
 //! how to treat outages, and how scores become bands.
 
-use super::ConfigError;
+use super::{duration, ConfigError};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Settings for the Transmit-compatible recommendations API.
+/// Settings for the Transmit-compatible recommendations API. Every field has a default
+/// ([`RiskConfig::default`]); `client_id` and `region` / `base_url` are checked by
+/// [`RiskConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RiskConfig {
     /// A documented region; ignored when `base_url` is set.
-    #[serde(default)]
     pub region: Option<Region>,
     /// Host root of any compatible API, e.g. `http://127.0.0.1:8085` (no `/risk/v1`).
-    #[serde(default)]
     pub base_url: Option<String>,
     /// OAuth2 client id (or `RISKGATE_RISK_CLIENT_ID`).
-    #[serde(default)]
     pub client_id: Option<String>,
     /// File holding the client secret, re-read at every token refresh (Kubernetes Secret mount).
     /// `RISKGATE_RISK_CLIENT_SECRET` is the alternative; the secret is never inline.
-    #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
     /// Optional OAuth2 `resource` parameter.
-    #[serde(default)]
     pub resource: Option<String>,
     /// Request header carrying the SDK's action token.
-    #[serde(default = "default_token_header")]
     pub token_header: String,
-    /// Most time a Check spends waiting for the risk API.
-    #[serde(default = "default_budget_ms")]
-    pub budget_ms: u64,
-    /// Time kept back from the Check's gRPC deadline for Cedar and the answer.
-    #[serde(default = "default_reserve_ms")]
-    pub deadline_reserve_ms: u64,
-    /// Recommendations for actions reported longer ago than this are refused.
-    #[serde(default = "default_max_age_ms")]
-    pub max_age_ms: u64,
+    /// Most time a Check spends waiting for the risk API (legacy `budget_ms`).
+    #[serde(alias = "budget_ms", deserialize_with = "duration::millis")]
+    pub budget: Duration,
+    /// Time kept back from the Check's gRPC deadline for Cedar and the answer (legacy
+    /// `deadline_reserve_ms`).
+    #[serde(alias = "deadline_reserve_ms", deserialize_with = "duration::millis")]
+    pub deadline_reserve: Duration,
+    /// Recommendations for actions reported longer ago than this are refused (legacy
+    /// `max_age_ms`).
+    #[serde(alias = "max_age_ms", deserialize_with = "duration::millis")]
+    pub max_age: Duration,
     /// Largest response body accepted from the API.
-    #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
     /// Per-action recommendation cache.
-    #[serde(default)]
     pub cache: CacheConfig,
     /// What an outage means for the answer (routes may override).
-    #[serde(default)]
     pub fail_mode: FailMode,
-    /// `retry-after` seconds sent with a fail-closed 503.
-    #[serde(default = "default_retry_after_s")]
-    pub retry_after_s: u32,
+    /// `retry-after` sent with a fail-closed 503, in whole seconds (legacy `retry_after_s`;
+    /// a bare number is seconds).
+    #[serde(alias = "retry_after_s", deserialize_with = "duration::secs")]
+    pub retry_after: Duration,
     /// Score thresholds.
-    #[serde(default)]
     pub bands: BandThresholds,
     /// Circuit breaker for the API.
-    #[serde(default)]
     pub breaker: BreakerConfig,
     /// OAuth token refresh timing.
-    #[serde(default)]
     pub token_refresh: TokenRefreshConfig,
     /// `x-risk-challenge` value when a CHALLENGE names no `challenge_type`.
-    #[serde(default = "default_challenge")]
     pub default_challenge: String,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        RiskConfig {
+            region: None,
+            base_url: None,
+            client_id: None,
+            client_secret_file: None,
+            resource: None,
+            token_header: "x-action-token".into(),
+            budget: Duration::from_millis(250),
+            deadline_reserve: Duration::from_millis(20),
+            max_age: Duration::from_secs(300),
+            max_response_bytes: 256 * 1024,
+            cache: CacheConfig::default(),
+            fail_mode: FailMode::default(),
+            retry_after: Duration::from_secs(5),
+            bands: BandThresholds::default(),
+            breaker: BreakerConfig::default(),
+            token_refresh: TokenRefreshConfig::default(),
+            default_challenge: "step_up".into(),
+        }
+    }
 }
 
 /// The documented API regions.
@@ -94,21 +111,20 @@ impl Region {
 
 /// Recommendation cache sizing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Entry lifetime.
-    #[serde(default = "default_ttl_ms")]
-    pub ttl_ms: u64,
+    /// Entry lifetime (legacy `ttl_ms`).
+    #[serde(alias = "ttl_ms", deserialize_with = "duration::millis")]
+    pub ttl: Duration,
     /// Most entries kept.
-    #[serde(default = "default_max_entries")]
     pub max_entries: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            ttl_ms: default_ttl_ms(),
-            max_entries: default_max_entries(),
+            ttl: Duration::from_secs(300),
+            max_entries: 100_000,
         }
     }
 }
@@ -119,125 +135,71 @@ pub use crate::decide::risk::FailMode;
 /// Score → band thresholds: low `[0, medium_from)`, medium `[medium_from, high_from)`,
 /// high `[high_from, 100]`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BandThresholds {
     /// First score that is medium.
-    #[serde(default = "default_medium_from")]
     pub medium_from: f64,
     /// First score that is high.
-    #[serde(default = "default_high_from")]
     pub high_from: f64,
 }
 
 impl Default for BandThresholds {
     fn default() -> Self {
         BandThresholds {
-            medium_from: default_medium_from(),
-            high_from: default_high_from(),
+            medium_from: 40.0,
+            high_from: 80.0,
         }
     }
 }
 
 /// Circuit breaker thresholds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive outages that open the breaker.
-    #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
-    /// How long the breaker stays open before one half-open probe is let through.
-    #[serde(default = "default_open_ms")]
-    pub open_ms: u64,
+    /// How long the breaker stays open before one half-open probe is let through (legacy
+    /// `open_ms`).
+    #[serde(alias = "open_ms", deserialize_with = "duration::millis")]
+    pub open: Duration,
 }
 
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            failure_threshold: default_failure_threshold(),
-            open_ms: default_open_ms(),
+            failure_threshold: 5,
+            open: Duration::from_secs(10),
         }
     }
 }
 
 /// OAuth2 token refresh timing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenRefreshConfig {
     /// Refresh when this share (percent) of the token's lifetime has passed.
-    #[serde(default = "default_refresh_percent")]
     pub at_percent: u8,
-    /// Never refresh sooner than this after the previous refresh (floor for short lifetimes).
-    #[serde(default = "default_min_interval_ms")]
-    pub min_interval_ms: u64,
-    /// Wait before retrying a failed refresh.
-    #[serde(default = "default_retry_ms")]
-    pub retry_ms: u64,
-    /// Timeout of one token request.
-    #[serde(default = "default_token_timeout_ms")]
-    pub timeout_ms: u64,
+    /// Never refresh sooner than this after the previous refresh (floor for short
+    /// lifetimes; legacy `min_interval_ms`).
+    #[serde(alias = "min_interval_ms", deserialize_with = "duration::millis")]
+    pub min_interval: Duration,
+    /// Wait before retrying a failed refresh (legacy `retry_ms`).
+    #[serde(alias = "retry_ms", deserialize_with = "duration::millis")]
+    pub retry: Duration,
+    /// Timeout of one token request (legacy `timeout_ms`).
+    #[serde(alias = "timeout_ms", deserialize_with = "duration::millis")]
+    pub timeout: Duration,
 }
 
 impl Default for TokenRefreshConfig {
     fn default() -> Self {
         TokenRefreshConfig {
-            at_percent: default_refresh_percent(),
-            min_interval_ms: default_min_interval_ms(),
-            retry_ms: default_retry_ms(),
-            timeout_ms: default_token_timeout_ms(),
+            at_percent: 80,
+            min_interval: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
         }
     }
-}
-
-fn default_token_header() -> String {
-    "x-action-token".into()
-}
-fn default_budget_ms() -> u64 {
-    250
-}
-fn default_reserve_ms() -> u64 {
-    20
-}
-fn default_max_age_ms() -> u64 {
-    300_000
-}
-fn default_max_response_bytes() -> usize {
-    256 * 1024
-}
-fn default_retry_after_s() -> u32 {
-    5
-}
-fn default_challenge() -> String {
-    "step_up".into()
-}
-fn default_ttl_ms() -> u64 {
-    300_000
-}
-fn default_max_entries() -> u64 {
-    100_000
-}
-fn default_medium_from() -> f64 {
-    40.0
-}
-fn default_high_from() -> f64 {
-    80.0
-}
-fn default_failure_threshold() -> u32 {
-    5
-}
-fn default_open_ms() -> u64 {
-    10_000
-}
-fn default_refresh_percent() -> u8 {
-    80
-}
-fn default_min_interval_ms() -> u64 {
-    1_000
-}
-fn default_retry_ms() -> u64 {
-    1_000
-}
-fn default_token_timeout_ms() -> u64 {
-    5_000
 }
 
 impl RiskConfig {
@@ -309,8 +271,8 @@ impl RiskConfig {
                 ),
             ));
         }
-        if self.budget_ms == 0 {
-            return Err(ConfigError::field("risk.budget_ms", "must be positive"));
+        if self.budget.is_zero() {
+            return Err(ConfigError::field("risk.budget", "must be positive"));
         }
         if self.token_header.is_empty() || self.token_header.contains(char::is_whitespace) {
             return Err(ConfigError::field(
@@ -318,10 +280,10 @@ impl RiskConfig {
                 "must be a header name",
             ));
         }
-        if self.cache.max_entries == 0 || self.cache.ttl_ms == 0 {
+        if self.cache.max_entries == 0 || self.cache.ttl.is_zero() {
             return Err(ConfigError::field(
                 "risk.cache",
-                "`ttl_ms` and `max_entries` must be positive",
+                "`ttl` and `max_entries` must be positive",
             ));
         }
         if self.breaker.failure_threshold == 0 {

@@ -5,7 +5,7 @@
 //! client must present a certificate that CA signed. The files are loaded and checked at
 //! start (see [`crate::serve::tls`]) and reloaded when their content changes.
 
-use super::ConfigError;
+use super::{duration, ConfigError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,16 +27,25 @@ pub struct TlsConfig {
     /// without one is refused too, so the intent and the files always agree.
     #[serde(default)]
     pub require_client_cert: Option<bool>,
-    /// How often the files are checked for changes (content hashes); `0` = never.
-    #[serde(default = "default_reload_poll_ms")]
-    pub reload_poll_ms: u64,
-}
-
-fn default_reload_poll_ms() -> u64 {
-    1_000
+    /// How often the files are checked for changes (content hashes); `0` = never. Legacy
+    /// `reload_poll_ms`.
+    #[serde(
+        default = "TlsConfig::default_reload_poll",
+        alias = "reload_poll_ms",
+        deserialize_with = "duration::millis"
+    )]
+    pub reload_poll: Duration,
 }
 
 impl TlsConfig {
+    /// Default of `reload_poll`. `TlsConfig` has no `Default` (the certificate and key
+    /// files have none), so this is where that one default lives.
+    pub const DEFAULT_RELOAD_POLL: Duration = Duration::from_secs(1);
+
+    fn default_reload_poll() -> Duration {
+        Self::DEFAULT_RELOAD_POLL
+    }
+
     /// Whether clients must present a certificate signed by `client_ca_file`.
     pub fn requires_client_cert(&self) -> bool {
         self.require_client_cert
@@ -45,7 +54,7 @@ impl TlsConfig {
 
     /// The poll interval, `None` when polling is off.
     pub fn reload_poll(&self) -> Option<Duration> {
-        (self.reload_poll_ms > 0).then(|| Duration::from_millis(self.reload_poll_ms))
+        (!self.reload_poll.is_zero()).then_some(self.reload_poll)
     }
 
     /// Makes relative paths relative to `base`.

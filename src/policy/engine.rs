@@ -134,13 +134,9 @@ impl PolicySnapshot {
             entities,
             origins,
         } = loaded;
-        let actions = schema.action_entities().map_err(|e| {
-            PolicyError(vec![PolicyProblem {
-                file: "<schema>".into(),
-                line: None,
-                message: e.to_string(),
-            }])
-        })?;
+        let actions = schema
+            .action_entities()
+            .map_err(|e| PolicyError(vec![PolicyProblem::new("<schema>", None, e.to_string())]))?;
         let read_group = uid("Action", READ_GROUP).ok();
         let read_actions = schema
             .actions()
@@ -175,24 +171,24 @@ impl PolicySnapshot {
         let mut problems = Vec::new();
         for route in routes {
             if !known_actions.contains(&route.action) {
-                problems.push(PolicyProblem {
-                    file: schema_path.to_owned(),
-                    line: None,
-                    message: format!(
+                problems.push(PolicyProblem::new(
+                    schema_path,
+                    None,
+                    format!(
                         "route `{}` names action `{}`, which the schema does not declare",
                         route.name, route.action
                     ),
-                });
+                ));
             }
             if !known_types.contains(&route.resource.entity_type) {
-                problems.push(PolicyProblem {
-                    file: schema_path.to_owned(),
-                    line: None,
-                    message: format!(
+                problems.push(PolicyProblem::new(
+                    schema_path,
+                    None,
+                    format!(
                         "route `{}` names resource type `{}`, which the schema does not declare",
                         route.name, route.resource.entity_type
                     ),
-                });
+                ));
             }
         }
         if problems.is_empty() {

@@ -3,6 +3,7 @@
 //! so audit lines name policies the way their authors do. Everything is validated
 //! strictly against the schema; every problem is reported as `file:line: message`.
 
+use crate::source::SourceLocation;
 use cedar_policy::{Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 use std::collections::HashMap;
@@ -12,20 +13,25 @@ use std::path::{Path, PathBuf};
 /// One problem in the policy inputs, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyProblem {
-    /// The file at fault.
-    pub file: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
+    /// The file at fault, and the line when known.
+    pub at: SourceLocation,
     /// What is wrong (Cedar's message where Cedar found it).
     pub message: String,
 }
 
+impl PolicyProblem {
+    /// A problem in `file`, at `line` when known.
+    pub fn new(file: impl Into<PathBuf>, line: Option<usize>, message: impl Into<String>) -> Self {
+        PolicyProblem {
+            at: SourceLocation::line(file, line),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for PolicyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
+        write!(f, "{}: {}", self.at, self.message)
     }
 }
 
@@ -54,11 +60,7 @@ pub struct Loaded {
 }
 
 fn problem(file: &Path, line: Option<usize>, message: impl Into<String>) -> PolicyProblem {
-    PolicyProblem {
-        file: file.to_owned(),
-        line,
-        message: message.into(),
-    }
+    PolicyProblem::new(file, line, message)
 }
 
 fn read(path: &Path) -> Result<String, PolicyError> {

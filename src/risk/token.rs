@@ -1,7 +1,7 @@
 //! OAuth2 client-credentials bearer for the risk API (`POST {host}/oidc/token`).
 //!
 //! A background task refreshes the token at `at_percent` of its lifetime (never sooner
-//! than `min_interval_ms` after the last one), so in steady state no Check waits for a
+//! than `min_interval` after the last one), so in steady state no Check waits for a
 //! token. The client secret is re-read at every refresh (a rotated Kubernetes Secret is
 //! picked up without a restart) and never appears in logs or errors.
 
@@ -203,7 +203,7 @@ impl TokenManager {
             .http
             .post(&self.token_url)
             .form(&form)
-            .timeout(Duration::from_millis(self.timing.timeout_ms))
+            .timeout(self.timing.timeout)
             .send()
             .await
             .map_err(|e| TokenError::Transport(transport_kind(&e)))?;
@@ -226,14 +226,14 @@ impl TokenManager {
             return Duration::ZERO;
         };
         let due = h.lifetime * u32::from(self.timing.at_percent) / 100;
-        let due = due.max(Duration::from_millis(self.timing.min_interval_ms));
+        let due = due.max(self.timing.min_interval);
         due.saturating_sub(h.obtained_at.elapsed())
     }
 
     /// Keeps the token fresh in the background until the manager is dropped.
     pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak: Weak<TokenManager> = Arc::downgrade(self);
-        let retry = Duration::from_millis(self.timing.retry_ms);
+        let retry = self.timing.retry;
         tokio::spawn(async move {
             loop {
                 let Some(wait) = weak.upgrade().map(|m| m.next_refresh_in()) else {

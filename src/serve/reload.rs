@@ -106,8 +106,7 @@ impl ReloadSource {
                 Ok(bytes) => {
                     let config = std::str::from_utf8(&bytes)
                         .map_err(|e| crate::config::ConfigError::Parse {
-                            path: path.clone(),
-                            line: None,
+                            at: crate::source::SourceLocation::file(path.clone()),
                             message: e.to_string(),
                         })
                         .and_then(|text| Config::load_text(path, text))

@@ -156,13 +156,13 @@ impl TlsServer {
         }
     }
 
-    /// Polls the files every `reload_poll_ms` (forever; abort the task to stop). Returns at
+    /// Polls the files every `reload_poll` (forever; abort the task to stop). Returns at
     /// once when polling is off.
     pub async fn watch(self: Arc<Self>) {
         let Some(every) = self.settings.reload_poll() else {
             return;
         };
-        let span = tracing::info_span!("tls_reload", poll_ms = self.settings.reload_poll_ms);
+        let span = tracing::info_span!("tls_reload", poll_ms = every.as_millis() as u64);
         async move {
             loop {
                 tokio::time::sleep(every).await;

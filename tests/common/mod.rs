@@ -213,7 +213,7 @@ pub async fn start(sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> Running {
         Err(e) => panic!("simulator: {e}"),
     };
     let mut config = example_config(&sim.base_url());
-    config.shutdown.drain_ms = 0; // stop() at once; lifecycle tests set their own
+    config.shutdown.drain = Duration::ZERO; // stop() at once; lifecycle tests set their own
     tweak(&mut config);
     if let Err(e) = config.validate() {
         panic!("tweaked config invalid: {e}");

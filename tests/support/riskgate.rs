@@ -106,8 +106,8 @@ pub fn render_config(
         Value::from(secret.display().to_string()),
     );
     // Tests and the demo stop riskgate with SIGTERM: no load balancer needs a drain period.
-    set(&mut v, &["shutdown", "drain_ms"], Value::from(0));
-    set(&mut v, &["reload", "poll_ms"], Value::from(200));
+    set(&mut v, &["shutdown", "drain"], Value::from("0ms"));
+    set(&mut v, &["reload", "poll"], Value::from("200ms"));
     tweak(&mut v);
     serde_yaml_ng::to_string(&v).expect("render config")
 }

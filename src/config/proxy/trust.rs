@@ -21,7 +21,8 @@
 //! must be covered by a `RequestAuthentication` (same namespace or the root namespace, a
 //! selector no narrower than the policy's) that outputs the trusted header.
 
-use super::{get, Location, ProxyConfigError};
+use super::{get, ProxyConfigError};
+use crate::source::SourceLocation;
 use serde_yaml_ng::{Mapping, Value};
 use std::path::Path;
 
@@ -81,10 +82,7 @@ pub fn envoy_problems(
             "no jwt_authn provider before ext_authz has `forward_payload_header` with this name, and no header_mutation before ext_authz removes it, so a client can send it (a route's `request_headers_to_remove` runs after ext_authz)"
         };
         problems.push(ProxyConfigError::UnguardedHeader {
-            at: Location {
-                file: path.to_owned(),
-                line,
-            },
+            at: SourceLocation::line(path, line),
             header: header.clone(),
             why: why.into(),
         });
@@ -129,12 +127,11 @@ pub fn istio_problems(files: &[(&Path, &str, &[Value])], header: &str) -> Vec<Pr
         .collect();
     if custom.is_empty() {
         return vec![ProxyConfigError::UnguardedHeader {
-            at: Location {
-                file: files
+            at: SourceLocation::file(
+                files
                     .first()
                     .map_or_else(Default::default, |(p, _, _)| p.to_path_buf()),
-                line: None,
-            },
+            ),
             header,
             why: "no AuthorizationPolicy with `action: CUSTOM` among the Istio files, so nothing shows a RequestAuthentication writes it; pass the RequestAuthentication and AuthorizationPolicy files too".into(),
         }];
@@ -143,10 +140,7 @@ pub fn istio_problems(files: &[(&Path, &str, &[Value])], header: &str) -> Vec<Pr
         .into_iter()
         .filter(|p| !authns.iter().any(|ra| covers(ra, p) && outputs(ra, &header)))
         .map(|p| ProxyConfigError::UnguardedHeader {
-            at: Location {
-                file: p.file.clone(),
-                line: p.line,
-            },
+            at: SourceLocation::line(p.file.clone(), p.line),
             header: header.clone(),
             why: format!(
                 "AuthorizationPolicy `{}/{}` (CUSTOM) selects workloads that no RequestAuthentication with `outputPayloadToHeader: {header}` selects; there Envoy has no jwt_authn to remove a client-sent copy",

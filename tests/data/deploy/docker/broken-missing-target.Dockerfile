@@ -7,6 +7,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto/ proto/
 COPY src/ src/
+COPY crates/ crates/
 RUN cargo build --release --locked --bin riskgate \
     && install -D -m 0755 target/release/riskgate /out/riskgate
 
