@@ -9,6 +9,7 @@ mod lifecycle;
 pub mod proxy;
 mod risk;
 mod routes;
+mod state;
 mod tls;
 
 pub use identity::{
@@ -19,6 +20,7 @@ pub use risk::{
     BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
 };
 pub use routes::{DefaultAnswer, HostConfig, ResourceSpec, RiskMode, RouteConfig};
+pub use state::{OnFailure, RedisConfig, StateConfig, StoreKind};
 pub use tls::TlsConfig;
 
 use serde::Deserialize;
@@ -107,6 +109,9 @@ pub struct Config {
     /// Graceful shutdown timing.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Where state shared across replicas lives (use ledger, ...); default per replica.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -258,6 +263,7 @@ impl Config {
         if let Some(risk) = self.risk.as_mut() {
             risk.apply_env(&lookup)?;
         }
+        self.state.apply_env(&lookup)?;
         Ok(())
     }
 
@@ -284,6 +290,7 @@ impl Config {
         if let Some(tls) = self.listen.tls.as_mut() {
             tls.resolve_paths(base);
         }
+        self.state.resolve_paths(base);
     }
 
     /// Checks values that parse but make no sense, naming the field at fault.
@@ -306,6 +313,7 @@ impl Config {
         if let Some(risk) = &self.risk {
             risk.validate()?;
         }
+        self.state.validate(&self.routes)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"))?;
             if route.risk != RiskMode::Off && self.risk.is_none() {
@@ -345,6 +353,7 @@ impl Config {
         check("risk", self.risk == running.risk);
         check("reload", self.reload == running.reload);
         check("shutdown", self.shutdown == running.shutdown);
+        check("state", self.state == running.state);
         changed
     }
 }
