@@ -36,6 +36,7 @@ pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod simulator;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 
