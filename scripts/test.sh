@@ -32,6 +32,9 @@ step "python env (scripts/python-env.sh)" source scripts/python-env.sh
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Redis for the state-store tests (installs Debian's redis-server when missing); exports REDIS_SERVER_BIN.
+step "redis server (scripts/redis-env.sh)" source scripts/redis-env.sh
+
 if command -v cargo-nextest >/dev/null 2>&1; then
   step "tests (cargo nextest)" cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -11,6 +11,7 @@ mod limits;
 pub mod proxy;
 mod risk;
 mod routes;
+mod state;
 mod strip;
 mod tls;
 
@@ -23,6 +24,7 @@ pub use risk::{
     BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
 };
 pub use routes::{DefaultAnswer, HostConfig, ResourceSpec, RiskMode, RouteConfig};
+pub use state::{OnFailure, RedisConfig, StateConfig, StoreKind};
 pub use tls::TlsConfig;
 
 use crate::source::SourceLocation;
@@ -115,6 +117,9 @@ pub struct Config {
     /// riskgate's own maxima for one Check (headers, path, body, message size).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where state shared across replicas lives (use ledger, ...); default per replica.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -270,6 +275,7 @@ impl Config {
         if let Some(risk) = self.risk.as_mut() {
             risk.apply_env(&lookup)?;
         }
+        self.state.apply_env(&lookup)?;
         Ok(())
     }
 
@@ -296,6 +302,7 @@ impl Config {
         if let Some(tls) = self.listen.tls.as_mut() {
             tls.resolve_paths(base);
         }
+        self.state.resolve_paths(base);
     }
 
     /// Checks values that parse but make no sense, naming the field at fault.
@@ -319,6 +326,7 @@ impl Config {
         if let Some(risk) = &self.risk {
             risk.validate()?;
         }
+        self.state.validate(&self.routes)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"))?;
             if route.risk != RiskMode::Off && self.risk.is_none() {
@@ -359,6 +367,7 @@ impl Config {
         check("reload", self.reload == running.reload);
         check("shutdown", self.shutdown == running.shutdown);
         check("limits", self.limits == running.limits);
+        check("state", self.state == running.state);
         changed
     }
 }

@@ -34,6 +34,7 @@ pub mod risk;
 pub mod routes;
 pub mod serve;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 
 /// Generated Envoy ext_authz protobuf types (from the vendored protos in `proto/`).

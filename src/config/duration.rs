@@ -22,6 +22,7 @@ pub(crate) const RENAMED: &[(&str, &str)] = &[
     ("min_interval", "min_interval_ms"),
     ("retry", "retry_ms"),
     ("timeout", "timeout_ms"),
+    ("connect_timeout", "connect_timeout_ms"),
     ("poll", "poll_ms"),
     ("drain", "drain_ms"),
     ("grace", "grace_ms"),

@@ -14,6 +14,7 @@
 //! | `jwt`       | mint ES256 JWTs with the committed test key                                 |
 //! | `riskgate`  | riskgate as a real process, config rendered from `deploy/riskgate.yaml`      |
 //! | `certs`     | a CA and the server and client certificates it signs, made at test time (rcgen) |
+//! | `redis`     | redis-server on free ports (standalone, password + TLS, 3-master Cluster), or skip |
 //!
 //! Test timings (all in milliseconds, all optional):
 //! `RISKGATE_TEST_READY_TIMEOUT_MS` (30000), `RISKGATE_TEST_HTTP_TIMEOUT_MS` (5000),
@@ -37,6 +38,7 @@ pub mod http;
 pub mod jwt;
 pub mod ports;
 pub mod procs;
+pub mod redis;
 pub mod riskgate;
 pub mod upstream;
 pub mod wait;
