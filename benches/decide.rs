@@ -121,7 +121,7 @@ fn benches(c: &mut Criterion) {
     for (label, extra) in [("example", 0usize), ("1000_generated", 1000)] {
         let dir = tmp.join(label);
         let config = config(&sim.base_url(), extra, &dir);
-        let decider = rt.block_on(async { build_decider(&config) });
+        let decider = rt.block_on(build_decider(&config));
         let req = user_request("GET", "/core/a1/balance", None);
         let verdict = rt.block_on(decider.decide(&req)).verdict;
         assert_eq!(
@@ -162,7 +162,7 @@ fn benches(c: &mut Criterion) {
             let _ = std::fs::write(dir.join("entities.json"), Value::Array(list).to_string());
             config.policies.entities = Some(dir.join("entities.json"));
         }
-        let decider = rt.block_on(async { build_decider(&config) });
+        let decider = rt.block_on(build_decider(&config));
         let req = user_request("GET", "/core/a1/balance", None);
         entities_group.bench_function(format!("decide/{label}_entities"), |b| {
             b.to_async(&rt)
@@ -172,7 +172,7 @@ fn benches(c: &mut Criterion) {
     entities_group.finish();
 
     let config = config(&sim.base_url(), 0, &tmp.join("risk"));
-    let decider = rt.block_on(async { build_decider(&config) });
+    let decider = rt.block_on(build_decider(&config));
     let mut risk = c.benchmark_group("risk");
     sim.script(
         "cached",

@@ -37,7 +37,7 @@ async fn run() {
         .with_writer(std::io::sink)
         .with_max_level(tracing::Level::INFO)
         .try_init();
-    let decider = fixtures::build_decider(&config);
+    let decider = fixtures::build_decider(&config).await;
     let audit = AuditSink::spawn(tokio::io::sink(), 100_000);
     let metrics = Arc::new(riskgate::telemetry::Metrics::with_sources(
         riskgate::telemetry::MetricSources {

@@ -23,12 +23,12 @@ use crate::policy::Snapshot;
 use crate::request::AccessRequest;
 use crate::risk::Assessor;
 use crate::routes::Route;
+use crate::state::StateStore;
 use arc_swap::ArcSwap;
 use risk::FailMode;
 use route::Routed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uses::UseLedger;
 
 /// Settings the decision reads on every Check (fixed for the process lifetime).
 #[derive(Debug, Clone)]
@@ -53,10 +53,6 @@ pub struct DecideSettings {
     pub retry_after_s: u32,
     /// Challenge value when the API names none.
     pub default_challenge: String,
-    /// Most actions the use ledger tracks at once.
-    pub ledger_capacity: usize,
-    /// How long a use count is kept after the action's first use.
-    pub ledger_keep: Duration,
 }
 
 impl DecideSettings {
@@ -75,8 +71,6 @@ impl DecideSettings {
             clock_skew_ms: 60_000,
             retry_after_s: u32::try_from(risk.retry_after.as_secs()).unwrap_or(u32::MAX),
             default_challenge: risk.default_challenge,
-            ledger_capacity: usize::try_from(risk.cache.max_entries).unwrap_or(usize::MAX),
-            ledger_keep: risk.cache.ttl.max(risk.max_age),
         }
     }
 }
@@ -86,7 +80,7 @@ pub struct Decider {
     settings: DecideSettings,
     snapshot: ArcSwap<Snapshot>,
     risk: Option<Arc<Assessor>>,
-    uses: UseLedger,
+    uses: Arc<dyn StateStore>,
 }
 
 impl std::fmt::Debug for Decider {
@@ -98,13 +92,14 @@ impl std::fmt::Debug for Decider {
 }
 
 impl Decider {
-    /// A decider over a loaded snapshot and an optional risk assessor.
+    /// A decider over a loaded snapshot, an optional risk assessor, and the state store
+    /// that counts uses of actions (per replica, or shared across replicas).
     pub fn new(
         settings: DecideSettings,
         snapshot: Snapshot,
         risk: Option<Arc<Assessor>>,
+        uses: Arc<dyn StateStore>,
     ) -> Decider {
-        let uses = UseLedger::new(settings.ledger_capacity, settings.ledger_keep);
         Decider {
             settings,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -206,13 +201,11 @@ impl Decider {
             d,
         )?;
         risk::require_step_up(&self.settings, &risk, &principal)?;
-        uses::consume(
-            &self.uses,
-            &snapshot.policies,
-            route,
-            &risk,
-            self.settings.max_age_ms,
-        )
+        let limits = uses::UseLimits {
+            max_age_ms: self.settings.max_age_ms,
+            retry_after_s: self.settings.retry_after_s,
+        };
+        uses::consume(&*self.uses, &snapshot.policies, route, &risk, limits).await
     }
 }
 

@@ -51,6 +51,12 @@ pub enum DenyReason {
         /// Seconds for `retry-after`.
         retry_after_s: u32,
     },
+    /// The shared state store could not count a use (`state.on_failure: closed`): an
+    /// outage of riskgate's own, not a verdict on the client.
+    StateUnavailable {
+        /// Seconds for `retry-after`.
+        retry_after_s: u32,
+    },
     /// The Check exceeds one of riskgate's own limits (`limits.*`): it is not parsed further.
     RequestTooLarge(Limit),
     /// The action-token header came more than once (e.g. `X-Action-Token` and
@@ -101,7 +107,7 @@ impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
             DenyReason::ActionTokenRequired | DenyReason::StepUpRequired { .. } => 401,
-            DenyReason::RiskUnavailable { .. } => 503,
+            DenyReason::RiskUnavailable { .. } | DenyReason::StateUnavailable { .. } => 503,
             _ => 403,
         }
     }
@@ -131,6 +137,7 @@ impl DenyReason {
             DenyReason::PolicyError => "policy_error",
             DenyReason::StepUpRequired { .. } => "step_up_required",
             DenyReason::RiskUnavailable { .. } => "risk_unavailable",
+            DenyReason::StateUnavailable { .. } => "state_unavailable",
             DenyReason::RequestTooLarge(limit) => match limit {
                 Limit::HeaderCount => "too_many_headers",
                 Limit::HeaderBytes => "headers_too_large",

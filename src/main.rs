@@ -143,7 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 AuditSink::disabled()
             };
             // Invalid config or policies: exit non-zero with file:line messages, never ready.
-            let app = match App::from_file(&config.config, sink.clone()) {
+            let app = match App::from_file(&config.config, sink.clone()).await {
                 Ok(app) => app,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

@@ -107,7 +107,9 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
         ns.insert(src.key.clone(), Value::Object(claims));
         req.metadata.insert(src.namespace.clone(), ns);
     }
-    let decider = Decider::new(settings, snapshot, Some(Arc::new(assessor)));
+    // one decision: a fresh per-process store (uses are never shared with a running riskgate)
+    let uses = Arc::new(crate::state::MemoryStore::new(1));
+    let decider = Decider::new(settings, snapshot, Some(Arc::new(assessor)), uses);
     let decision = decider.decide(&req).await;
     Ok(OfflineAnswer {
         decision,

@@ -6,11 +6,13 @@
 
 pub mod metrics;
 pub mod risk_metrics;
+pub mod state_metrics;
 pub mod tls_metrics;
 pub mod trace;
 
 pub use metrics::Metrics;
 pub use risk_metrics::{MetricSources, RiskApiMetrics};
+pub use state_metrics::StateMetrics;
 pub use tls_metrics::TlsMetrics;
 
 use tracing_subscriber::layer::SubscriberExt as _;

@@ -42,7 +42,7 @@ async fn sim() -> risk_sim::SimHandle {
 async fn start_ws(extra: &str) -> (Workspace, Running, Arc<riskgate::serve::reload::Reloader>) {
     let sim = sim().await;
     let ws = Workspace::new(&sim.base_url(), extra);
-    let app = match App::from_file(&ws.config, AuditSink::disabled()) {
+    let app = match App::from_file(&ws.config, AuditSink::disabled()).await {
         Ok(a) => a,
         Err(e) => panic!("riskgate from {}: {e}", ws.config.display()),
     };
@@ -325,7 +325,7 @@ async fn a_start_with_an_invalid_set_fails_with_file_and_line() {
     let mut ws = Workspace::new(&sim.base_url(), "");
     let broken = with(example_policies(), "broken.cedar", "broken.cedar");
     assert!(ws.policies.swap(&broken).is_ok());
-    match App::from_file(&ws.config, AuditSink::disabled()) {
+    match App::from_file(&ws.config, AuditSink::disabled()).await {
         Ok(_) => panic!("an invalid set must not start"),
         Err(e) => {
             let msg = e.to_string();

@@ -40,7 +40,7 @@ async fn a_shadow_disagreement_is_counted_and_the_answer_is_the_live_one() {
         ),
         "",
     );
-    let app = match App::from_file(&ws.config, AuditSink::disabled()) {
+    let app = match App::from_file(&ws.config, AuditSink::disabled()).await {
         Ok(a) => a,
         Err(e) => panic!("riskgate: {e}"),
     };

@@ -360,7 +360,9 @@ async fn bind_error(settings: TlsConfig) -> String {
     let mut config = example_config("http://127.0.0.1:9");
     config.listen.tls = Some(settings);
     config.validate().expect("the config itself is valid");
-    let app = App::build(&config, AuditSink::disabled()).expect("build");
+    let app = App::build(&config, AuditSink::disabled())
+        .await
+        .expect("build");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     match server::bind(app, loopback, loopback).await {
         Ok(_) => panic!("bound with bad TLS files"),

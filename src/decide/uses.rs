@@ -2,106 +2,27 @@
 //! default to single use). Only allowed requests consume, so a denied attempt never uses
 //! up a token.
 //!
-//! The [`UseLedger`] counts uses per API `context.action_id` — the action itself, not the
-//! token's spelling — and never evicts before the action is too old to be accepted
-//! anyway: a cache that forgot a count under pressure would let a single-use token be
-//! replayed. When full of live entries it refuses, so pressure fails closed. Per replica.
+//! Uses are counted per API `context.action_id` — the action itself, not the token's
+//! spelling — in the [state store](crate::state) (per replica, or shared by all replicas
+//! on Redis), atomically, and never forgotten before the action is too old to be accepted
+//! anyway: a store that forgot a count under pressure would let a single-use token be
+//! replayed. A full store refuses, so pressure fails closed.
 
 use super::risk::{BindingViolation, RiskOutcome};
 use crate::decision::DenyReason;
 use crate::policy::PolicySnapshot;
 use crate::routes::Route;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// Why a use was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UseRefused {
-    /// The action has authorized `max_uses` requests already.
-    UsedUp,
-    /// The ledger is full of live entries.
-    Full,
-}
-
-/// Use counts per action.
-#[derive(Debug)]
-pub struct UseLedger {
-    entries: Mutex<Ledger>,
-    capacity: usize,
-    keep_for: Duration,
-}
-
-#[derive(Debug, Default)]
-struct Ledger {
-    counts: HashMap<String, (u32, Instant)>,
-    last_purge: Option<Instant>,
-}
-
-impl UseLedger {
-    /// A ledger of at most `capacity` actions. `keep_for` is the longest an action can stay
-    /// acceptable; a full ledger purges expired entries at most every tenth of it.
-    pub fn new(capacity: usize, keep_for: Duration) -> UseLedger {
-        UseLedger {
-            entries: Mutex::new(Ledger::default()),
-            capacity: capacity.max(1),
-            keep_for,
-        }
-    }
-
-    /// Counts one authorized use of `action_id`, refusing beyond `max_uses`.
-    ///
-    /// The count lives until `keep_until_ms` (epoch ms): the moment the action is too old to
-    /// be accepted, after which binding refuses it anyway.
-    pub fn consume(
-        &self,
-        action_id: &str,
-        max_uses: u32,
-        keep_until_ms: i64,
-    ) -> Result<(), UseRefused> {
-        let now = Instant::now();
-        let left = keep_until_ms.saturating_sub(crate::clock::now_ms());
-        let until = now + Duration::from_millis(u64::try_from(left).unwrap_or(0));
-        let mut ledger = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((count, until)) = ledger.counts.get_mut(action_id) {
-            if *until > now {
-                if *count >= max_uses {
-                    return Err(UseRefused::UsedUp);
-                }
-                *count += 1;
-                return Ok(());
-            }
-        }
-        if ledger.counts.len() >= self.capacity {
-            // Purge expired entries, at most ten times per lifetime, so a full ledger under
-            // attack does not cost a scan per Check.
-            let due = ledger
-                .last_purge
-                .is_none_or(|at| now.duration_since(at) >= self.keep_for / 10);
-            if due {
-                ledger.counts.retain(|_, (_, until)| *until > now);
-                ledger.last_purge = Some(now);
-            }
-            if ledger.counts.len() >= self.capacity {
-                return Err(UseRefused::Full);
-            }
-        }
-        if max_uses == 0 {
-            return Err(UseRefused::UsedUp);
-        }
-        ledger.counts.insert(action_id.to_owned(), (1, until));
-        Ok(())
-    }
-}
-
+use crate::state::{Key, StateStore, UseOutcome};
 /// Spends one use of the assessed action when the route limits uses: the route's
-/// `max_uses`, else one for a write (an action the policies do not mark as a read).
-pub fn consume(
-    ledger: &UseLedger,
+/// `max_uses`, else one for a write (an action the policies do not mark as a read). The
+/// count lives in the state store (per replica or shared); a store that cannot count denies
+/// with a 503 — reads, which count nothing, go on.
+pub async fn consume(
+    store: &dyn StateStore,
     policies: &PolicySnapshot,
     route: &Route,
     risk: &RiskOutcome,
-    max_age_ms: u64,
+    limits: UseLimits,
 ) -> Result<(), DenyReason> {
     let Some(assessment) = &risk.assessment else {
         return Ok(());
@@ -113,79 +34,50 @@ pub fn consume(
         return Ok(());
     };
     let rec = &assessment.recommendation;
-    // one second past the last instant binding still accepts the action
-    let keep_until_ms = rec
-        .action_performed_at_ms
-        .saturating_add(i64::try_from(max_age_ms).unwrap_or(i64::MAX))
-        .saturating_add(1_000);
-    match ledger.consume(&rec.action_id, max, keep_until_ms) {
-        Ok(()) => Ok(()),
-        Err(UseRefused::UsedUp) => Err(DenyReason::Binding(BindingViolation::UsedUp)),
-        Err(UseRefused::Full) => {
-            tracing::warn!("replay ledger full of live actions: write denied");
+    let key = Key::action_use(&rec.action_id);
+    let keep_until = keep_until_ms(rec.action_performed_at_ms, limits.max_age_ms);
+    match store.consume_use(&key, max, keep_until).await {
+        Ok(UseOutcome::Allowed) => Ok(()),
+        Ok(UseOutcome::UsedUp) => Err(DenyReason::Binding(BindingViolation::UsedUp)),
+        Ok(UseOutcome::Full) => {
+            tracing::warn!("use ledger full of live actions: write denied");
             Err(DenyReason::Binding(BindingViolation::LedgerFull))
         }
+        Err(e) => {
+            tracing::warn!(error = %e, store = store.kind(), "state store cannot count a use: denied");
+            Err(DenyReason::StateUnavailable {
+                retry_after_s: limits.retry_after_s,
+            })
+        }
     }
+}
+
+/// Timing the uses stage needs from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct UseLimits {
+    /// Oldest accepted action: a count is kept until then.
+    pub max_age_ms: u64,
+    /// `retry-after` when the store cannot count.
+    pub retry_after_s: u32,
+}
+
+/// How long a count must live: one second past the last instant binding still accepts
+/// the action (`action_performed_at + max_age`); after that binding refuses it anyway.
+fn keep_until_ms(performed_at_ms: i64, max_age_ms: u64) -> i64 {
+    performed_at_ms
+        .saturating_add(i64::try_from(max_age_ms).unwrap_or(i64::MAX))
+        .saturating_add(1_000)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Epoch ms `ms` from now.
-    fn later(ms: i64) -> i64 {
-        crate::clock::now_ms() + ms
-    }
-
-    #[test]
-    fn counts_per_action_up_to_max_uses() {
-        let l = UseLedger::new(10, Duration::from_secs(60));
-        assert_eq!(l.consume("a", 2, later(60_000)), Ok(()));
-        assert_eq!(l.consume("a", 2, later(60_000)), Ok(()));
-        assert_eq!(l.consume("a", 2, later(60_000)), Err(UseRefused::UsedUp));
-        assert_eq!(l.consume("b", 1, later(60_000)), Ok(()));
-    }
-
-    #[test]
-    fn a_full_ledger_refuses_instead_of_forgetting() {
-        let l = UseLedger::new(100, Duration::from_secs(60));
-        for i in 0..100 {
-            assert_eq!(l.consume(&format!("t{i}"), 1, later(60_000)), Ok(()));
-        }
-        assert_eq!(l.consume("new", 1, later(60_000)), Err(UseRefused::Full));
-        // every earlier single-use action is still remembered
-        for i in 0..100 {
-            assert_eq!(
-                l.consume(&format!("t{i}"), 1, later(60_000)),
-                Err(UseRefused::UsedUp),
-                "t{i}"
-            );
-        }
-    }
-
-    #[test]
-    fn expired_entries_make_room() {
-        let l = UseLedger::new(2, Duration::from_millis(20));
-        assert_eq!(l.consume("a", 1, later(20)), Ok(()));
-        assert_eq!(l.consume("b", 1, later(20)), Ok(()));
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(l.consume("c", 1, later(20)), Ok(()));
-        assert_eq!(
-            l.consume("a", 1, later(20)),
-            Ok(()),
-            "an expired action starts again"
-        );
-    }
-
     /// Issue 11 item 4: a count lives until its action is too old to be accepted, not a
-    /// fixed time after first use. Failed on the previous code (kept `keep_for` = 60 s,
-    /// so the full ledger refused "b").
+    /// fixed time after first use (the store's own tests show it then makes room).
     #[test]
     fn a_count_lives_until_its_action_expires() {
-        let l = UseLedger::new(1, Duration::from_secs(60));
-        assert_eq!(l.consume("a", 1, later(20)), Ok(()));
-        assert_eq!(l.consume("a", 1, later(20)), Err(UseRefused::UsedUp));
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(l.consume("b", 1, later(60_000)), Ok(()));
+        assert_eq!(keep_until_ms(1_000_000, 300_000), 1_301_000);
+        assert_eq!(keep_until_ms(i64::MAX - 5, 300_000), i64::MAX);
     }
 }

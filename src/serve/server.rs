@@ -17,7 +17,8 @@ use crate::serve::admin::{self, AdminState};
 use crate::serve::reload::{self, ReloadSource, Reloader};
 use crate::serve::shutdown::{reached, Phase};
 use crate::serve::tls::{TlsError, TlsServer};
-use crate::telemetry::{MetricSources, Metrics, RiskApiMetrics};
+use crate::state::{self, StoreError};
+use crate::telemetry::{MetricSources, Metrics, RiskApiMetrics, StateMetrics};
 use futures_util::future::Either;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ pub enum StartError {
     /// Bad TLS certificate, key or client CA (`listen.tls`).
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The state store could not be built or reached, or may evict keys (`state`).
+    #[error(transparent)]
+    State(#[from] StoreError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -75,17 +79,17 @@ pub struct App {
 impl App {
     /// Builds everything from a validated in-memory config (no listener bound yet). The
     /// policy files it names are watched; its routes are fixed.
-    pub fn build(config: &Config, audit: AuditSink) -> Result<App, StartError> {
-        App::from_source(ReloadSource::Fixed(Box::new(config.clone())), audit)
+    pub async fn build(config: &Config, audit: AuditSink) -> Result<App, StartError> {
+        App::from_source(ReloadSource::Fixed(Box::new(config.clone())), audit).await
     }
 
     /// Loads the config file and builds everything from it; the file itself is watched too,
     /// so routes, hosts and the default answer reload with the policies.
-    pub fn from_file(path: &Path, audit: AuditSink) -> Result<App, StartError> {
-        App::from_source(ReloadSource::File(path.to_owned()), audit)
+    pub async fn from_file(path: &Path, audit: AuditSink) -> Result<App, StartError> {
+        App::from_source(ReloadSource::File(path.to_owned()), audit).await
     }
 
-    fn from_source(source: ReloadSource, audit: AuditSink) -> Result<App, StartError> {
+    async fn from_source(source: ReloadSource, audit: AuditSink) -> Result<App, StartError> {
         let reload::Loaded {
             config,
             snapshot,
@@ -101,15 +105,19 @@ impl App {
             }
             None => (None, None),
         };
+        let state_metrics = StateMetrics::default();
+        let store = state::build(&config.state, Arc::new(state_metrics.clone())).await?;
         let metrics = Arc::new(Metrics::with_sources(MetricSources {
             risk_api,
             assessor: assessor.clone(),
             audit_dropped: Some(audit.dropped_counter()),
+            state: state_metrics,
         }));
         let decider = Arc::new(Decider::new(
             DecideSettings::from_config(&config),
             snapshot,
             assessor,
+            store,
         ));
         let reloader = Arc::new(Reloader::new(
             source,

@@ -245,7 +245,7 @@ mod tests {
     }
 
     fn until() -> i64 {
-        super::super::memory::now_ms() + 60_000
+        crate::clock::now_ms() + 60_000
     }
 
     #[tokio::test]

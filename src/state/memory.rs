@@ -4,9 +4,10 @@
 //! [`UseOutcome::Full`], a write is [`StoreError::Full`]): pressure fails closed.
 
 use super::{BoxFuture, Key, StateStore, StoreError, UseOutcome};
+use crate::clock::now_ms;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// In-process state, for one replica.
 #[derive(Debug)]
@@ -212,13 +213,6 @@ impl StateStore for MemoryStore {
     fn kind(&self) -> &'static str {
         "memory"
     }
-}
-
-/// Current time in epoch milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn ms_i64(ms: u64) -> i64 {

@@ -115,6 +115,7 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when ready to serve Checks", ready.clone());
+        sources.state.register(&mut registry);
         let risk = super::risk_metrics::RiskMetrics::register(&mut registry, sources);
         let tls = super::tls_metrics::TlsMetrics::register(&mut registry);
         // Known label values start at zero so rate() and increase() work from the first event.

@@ -59,6 +59,8 @@ pub struct MetricSources {
     pub assessor: Option<Arc<Assessor>>,
     /// The audit sink's drop count, read at every scrape.
     pub audit_dropped: Option<Arc<AtomicU64>>,
+    /// The counters the state store reports its operations to (it was built with a clone).
+    pub state: crate::telemetry::StateMetrics,
 }
 
 /// Calls to the risk API by result, and their latency: the assessor's observer. Clones

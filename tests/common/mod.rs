@@ -152,6 +152,7 @@ pub fn decider_with(config: &Config, risk: Arc<ScriptedRisk>) -> Decider {
         DecideSettings::from_config(config),
         snapshot,
         Some(Arc::new(assessor)),
+        Arc::new(riskgate::state::MemoryStore::new(config.state.max_entries)),
     )
 }
 
@@ -218,7 +219,7 @@ pub async fn start(sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> Running {
     if let Err(e) = config.validate() {
         panic!("tweaked config invalid: {e}");
     }
-    let app = match App::build(&config, AuditSink::disabled()) {
+    let app = match App::build(&config, AuditSink::disabled()).await {
         Ok(a) => a,
         Err(e) => panic!("riskgate build: {e}"),
     };
