@@ -172,10 +172,11 @@ fn check_harness(root: &str) -> &'static CheckHarness {
     })
 }
 
-/// CheckRequest bytes → decision; see the module docs for the properties.
-pub fn check_request(root: &str, data: &[u8]) {
+/// CheckRequest bytes → decision; see the module docs for the properties. Returns
+/// whether the request was allowed (`None`: the bytes are not a CheckRequest).
+pub fn check_request(root: &str, data: &[u8]) -> Option<bool> {
     let Ok(req) = <CheckRequest as prost::Message>::decode(data) else {
-        return;
+        return None;
     };
     let h = check_harness(root);
     // The request as riskgate reads it (lower-cased names, header_map merged).
@@ -235,6 +236,7 @@ pub fn check_request(root: &str, data: &[u8]) {
                     "client-sent `{name}` reaches the upstream"
                 );
             }
+            Some(true)
         }
         Some(HttpResponse::DeniedResponse(d)) => {
             assert_eq!(code, 7, "DeniedResponse with gRPC code {code}");
@@ -258,6 +260,7 @@ pub fn check_request(root: &str, data: &[u8]) {
                     "deny body leaks the token"
                 );
             }
+            Some(false)
         }
         _ => panic!("neither an OK nor a denied answer"),
     }

@@ -50,7 +50,28 @@ fn replay(target: &str, entry: fn(&str, &[u8])) {
 
 #[test]
 fn check_request_corpus_replays() {
-    replay("check_request", entries::check_request);
+    replay("check_request", |root, data| {
+        let _ = entries::check_request(root, data);
+    });
+}
+
+/// The seeds reach both answers, so the entry's OK-side checks (protected headers, no
+/// allow on a refused token) are exercised, not only its deny side.
+#[test]
+fn check_request_seeds_reach_allow_and_deny() {
+    let answers: Vec<Option<bool>> = inputs("check_request")
+        .iter()
+        .filter_map(|f| std::fs::read(f).ok())
+        .map(|data| entries::check_request(ROOT, &data))
+        .collect();
+    assert!(
+        answers.contains(&Some(true)),
+        "no seed is allowed: {answers:?}"
+    );
+    assert!(
+        answers.contains(&Some(false)),
+        "no seed is denied: {answers:?}"
+    );
 }
 
 #[test]
