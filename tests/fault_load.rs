@@ -44,7 +44,7 @@ fn token(phase: usize, kind: Kind, i: usize) -> String {
 }
 
 /// Every token of every phase; `slow` phase answers after `slow_ms`, the `cancel` phase
-/// answers within the budget (a fifth of it) but after the cancelling clients gave up.
+/// answers well within the budget (a tenth of it) but after the cancelling clients gave up.
 fn script(slow_ms: u64, cancel_delay_ms: u64) -> HashMap<String, ScriptedAction> {
     let mut script = HashMap::new();
     for (p, phase) in PHASES.iter().enumerate() {
@@ -114,7 +114,7 @@ async fn faults_under_load_never_allow_wrongly_and_audit_every_decision() {
     let budget_ms = budget.as_millis() as u64;
 
     let sim_config = SimConfig {
-        script: script(budget_ms * 2, budget_ms / 5),
+        script: script(budget_ms * 2, budget_ms / 10),
         ..SimConfig::default()
     };
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -312,6 +312,10 @@ async fn faults_under_load_never_allow_wrongly_and_audit_every_decision() {
         &metrics,
         "riskgate_policy_reloads_total{result=\"success\"}",
     );
+    let reloads_failed = metric_sum(
+        &metrics,
+        "riskgate_policy_reloads_total{result=\"failure\"}",
+    );
     rg.stop().await;
     audit.shutdown().await;
     if let Some(s) = sim {
@@ -324,7 +328,7 @@ async fn faults_under_load_never_allow_wrongly_and_audit_every_decision() {
     let get = |c: &AtomicU64| c.load(Ordering::SeqCst);
     eprintln!(
         "fault load: sent {} allowed {} denied {} cancelled {} grpc errors {} wrong allows {}; \
-         decisions {decisions} audit lines {audit_lines}; reloads {reloads} (ok {reloads_ok}); \
+         decisions {decisions} audit lines {audit_lines}; reloads published {reloads}, applied {reloads_ok}, failed {reloads_failed}; \
          cache entries {cache_entries}; RSS {} KiB",
         get(&tally.sent),
         get(&tally.allowed),
@@ -370,5 +374,7 @@ async fn faults_under_load_never_allow_wrongly_and_audit_every_decision() {
         cache_entries <= max_entries as f64,
         "cache gauge {cache_entries} over its bound {max_entries}"
     );
-    assert!(reloads > 0, "no policy reload was published");
+    // Publications coalesce while a (debug-build) reload is running: at least one applies.
+    assert!(reloads_ok >= 1.0, "no policy reload applied under load");
+    assert_eq!(reloads_failed, 0.0, "a policy reload failed under load");
 }
