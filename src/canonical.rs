@@ -22,7 +22,8 @@ pub enum NonCanonical {
     /// `/a/%77ithdraw` and `/a/withdraw` are one path written two ways.
     #[error("encoded unreserved character")]
     EncodedUnreserved,
-    /// `;` path parameters, which some servers strip (`/withdraw;x` served as `/withdraw`).
+    /// `;` path parameters, raw or encoded (`%3B`), which some servers strip (`/withdraw;x`
+    /// served as `/withdraw`).
     #[error("path parameter")]
     PathParameter,
     /// `%` not followed by two hex digits, or an encoded byte that is not UTF-8 / is a control.
@@ -70,6 +71,8 @@ fn check_segment(segment: &str) -> Result<(), NonCanonical> {
             };
             match hi << 4 | lo {
                 b'/' | b'\\' | b'.' => return Err(NonCanonical::EncodedSeparator),
+                // Decoded by some upstreams before they strip path parameters.
+                b';' => return Err(NonCanonical::PathParameter),
                 0x00..=0x1f | 0x7f => return Err(NonCanonical::BadEncoding),
                 c if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~' => {
                     return Err(NonCanonical::EncodedUnreserved)
@@ -155,6 +158,9 @@ mod tests {
             ("/accounts/a1%2D/x", NonCanonical::EncodedUnreserved),
             ("/accounts/a1/withdraw;x", NonCanonical::PathParameter),
             ("/accounts/a1;v=1/withdraw", NonCanonical::PathParameter),
+            // Found by the path_route fuzzer: an encoded `;` decodes into a path parameter.
+            ("/accounts/a1%3Bx/withdraw", NonCanonical::PathParameter),
+            ("/accounts/a1/withdraw%3b", NonCanonical::PathParameter),
         ];
         for (path, want) in cases {
             assert_eq!(check_path(path), Err(want), "{path:?}");
