@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod load;
+pub mod slice;
 
 pub use engine::{ContextInput, EvalError, PolicyAnswer, PolicyInput, PolicySnapshot};
 pub use load::{PolicyError, PolicyProblem};
