@@ -182,7 +182,8 @@ wait_port() { # port
 sample_check() { # port
   local out
   out=$(nghttp -v -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/check.bin" \
-    "http://127.0.0.1:$1/envoy.service.auth.v3.Authorization/Check" 2>&1) || die "sample Check on :$1 failed"
+    "http://127.0.0.1:$1/envoy.service.auth.v3.Authorization/Check" 2>&1 | tr -d '\0') ||
+    die "sample Check on :$1 failed"
   grep -q 'grpc-status: 0' <<<"$out" || die "sample Check on :$1: grpc-status is not 0: $(grep -m1 grpc- <<<"$out")"
   # DATA frame length minus the 5-byte gRPC prefix
   grep -m1 -o 'recv DATA frame <length=[0-9]*' <<<"$out" | awk -F= '{ print $2 - 5 }'
