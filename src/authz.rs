@@ -37,6 +37,7 @@ impl AuthzService {
             step_up_acr: step_up
                 .filter(|s| s.claim == "acr")
                 .map(|s| s.contains.clone()),
+            ..AnswerSettings::default()
         };
         if let Some(assessor) = decider.assessor() {
             assessor.set_observer(metrics.clone());
