@@ -2,7 +2,8 @@
 //! README can report ratios rather than machine-dependent absolute times:
 //!
 //! * `cedar/*`: `decide()` on a risk-off route vs Cedar's own `is_authorized` on the same
-//!   policy set, with the example policies and with 1,000 generated policies added;
+//!   policy set (unsliced), with the example policies and with 1,000 and 10,000 generated
+//!   principal-scoped policies added (riskgate evaluates only the slice that can apply);
 //! * `risk/cache_hit`: a Check whose recommendation is cached vs the same decision on a
 //!   route without risk (what the cache adds);
 //! * `risk/cache_miss`: a Check that fetches from the API simulator on loopback vs a plain
@@ -118,7 +119,11 @@ fn benches(c: &mut Criterion) {
     let tmp = std::env::temp_dir().join(format!("riskgate-bench-{}", std::process::id()));
 
     let mut cedar = c.benchmark_group("cedar");
-    for (label, extra) in [("example", 0usize), ("1000_generated", 1000)] {
+    for (label, extra) in [
+        ("example", 0usize),
+        ("1000_generated", 1000),
+        ("10000_generated", 10_000),
+    ] {
         let dir = tmp.join(label);
         let config = config(&sim.base_url(), extra, &dir);
         let decider = rt.block_on(build_decider(&config));

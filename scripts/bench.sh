@@ -21,6 +21,7 @@ def median(group, name):
 rows = [
     ("decide() vs Cedar is_authorized, example policies", "cedar", "decide_example", "is_authorized_example"),
     ("decide() vs Cedar is_authorized, + 1,000 generated policies", "cedar", "decide_1000_generated", "is_authorized_1000_generated"),
+    ("decide() vs Cedar is_authorized, + 10,000 generated policies", "cedar", "decide_10000_generated", "is_authorized_10000_generated"),
     ("cache-hit Check vs the same decision without risk", "risk", "cache_hit_check", "core_decision_no_risk"),
     ("cache-miss Check vs the simulator's own GET latency", "risk", "cache_miss_check", "simulator_get_alone"),
     ("Check handler with metrics+audit+tracing vs bare", "observability", "check_with_metrics_audit_tracing", "check_bare"),

@@ -41,6 +41,7 @@ impl AuthzService {
                 .filter(|s| s.claim == "acr")
                 .map(|s| s.contains.clone()),
             token_header: Some(decider.settings().token_header.clone()),
+            ..AnswerSettings::default()
         };
         let edge = extract::EdgeRules {
             limits: LimitsConfig::default(),

@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod load;
+pub mod slice;
 pub mod snapshot;
 
 pub use engine::{ContextInput, EvalError, PolicyAnswer, PolicyInput, PolicySnapshot};

@@ -27,6 +27,33 @@ pub struct AnswerSettings {
     /// The action-token header, named in the `www-authenticate` challenge of the 401 for a
     /// missing token.
     pub token_header: Option<String>,
+    /// What an answer carries besides the verdict.
+    pub extras: AnswerExtras,
+}
+
+/// What an answer carries besides the verdict and the stripping of forged headers. Every
+/// extra costs bytes on every Check (an allow with all of them is ≈ 400 bytes, the bare
+/// verdict 4), so each can be turned off; all are on by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerExtras {
+    /// Dynamic metadata for Envoy's access log (decision id, verdict, band, score…).
+    pub dynamic_metadata: bool,
+    /// `x-risk-*`, `x-riskgate-principal` and `x-riskgate-decision-id` to the upstream on
+    /// allow.
+    pub upstream_headers: bool,
+    /// `x-riskgate-decision-id` on the response to the client after an allow (a deny always
+    /// carries it, in its header and body).
+    pub response_decision_id: bool,
+}
+
+impl Default for AnswerExtras {
+    fn default() -> Self {
+        AnswerExtras {
+            dynamic_metadata: true,
+            upstream_headers: true,
+            response_decision_id: true,
+        }
+    }
 }
 
 fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
@@ -97,8 +124,12 @@ fn upstream_headers(d: &Decision) -> Vec<HeaderValueOption> {
     headers
 }
 
-fn allow(d: &Decision) -> CheckResponse {
-    let set = upstream_headers(d);
+fn allow(d: &Decision, extras: &AnswerExtras) -> CheckResponse {
+    let set = if extras.upstream_headers {
+        upstream_headers(d)
+    } else {
+        Vec::new()
+    };
     // Names riskgate sets are overwritten, so they need no removal (and removing them
     // could race with setting them, depending on Envoy's order of application).
     let headers_to_remove = d
@@ -119,10 +150,14 @@ fn allow(d: &Decision) -> CheckResponse {
             headers: set,
             headers_to_remove,
             // The opaque decision id lets support staff find the audit line; nothing more.
-            response_headers_to_add: vec![header("x-riskgate-decision-id", &d.id)],
+            response_headers_to_add: if extras.response_decision_id {
+                vec![header("x-riskgate-decision-id", &d.id)]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         })),
-        dynamic_metadata: Some(dynamic_metadata(d)),
+        dynamic_metadata: extras.dynamic_metadata.then(|| dynamic_metadata(d)),
     }
 }
 
@@ -176,14 +211,17 @@ fn deny(d: &Decision, reason: &DenyReason, settings: &AnswerSettings) -> CheckRe
             headers,
             body,
         })),
-        dynamic_metadata: Some(dynamic_metadata(d)),
+        dynamic_metadata: settings
+            .extras
+            .dynamic_metadata
+            .then(|| dynamic_metadata(d)),
     }
 }
 
 /// The CheckResponse for a decision (allow in dry-run, whatever the verdict).
 pub fn to_check_response(d: &Decision, settings: &AnswerSettings) -> CheckResponse {
     match d.answered() {
-        Verdict::Allow => allow(d),
+        Verdict::Allow => allow(d, &settings.extras),
         Verdict::Deny(reason) => deny(d, &reason, settings),
     }
 }
@@ -329,6 +367,43 @@ mod tests {
         assert_eq!(
             header_value(&ok.response_headers_to_add, "x-riskgate-decision-id"),
             Some(d.id.as_str())
+        );
+    }
+
+    #[test]
+    fn without_extras_an_allow_is_the_verdict_and_the_stripping() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Allow;
+        d.band = Band::Low;
+        d.principal = Some("User::\"u1\"".into());
+        d.strip_headers = vec!["x-risk-band".into(), "x-user-id".into()];
+        let settings = AnswerSettings {
+            extras: AnswerExtras {
+                dynamic_metadata: false,
+                upstream_headers: false,
+                response_decision_id: false,
+            },
+            ..AnswerSettings::default()
+        };
+        let full = to_check_response(&d, &AnswerSettings::default());
+        let bare = to_check_response(&d, &settings);
+        assert!(bare.dynamic_metadata.is_none());
+        let Some(HttpResponse::OkResponse(ok)) = &bare.http_response else {
+            panic!("expected ok response");
+        };
+        assert!(ok.headers.is_empty());
+        assert!(ok.response_headers_to_add.is_empty());
+        // A forged header riskgate no longer overwrites is removed instead.
+        assert_eq!(
+            ok.headers_to_remove,
+            vec!["x-risk-band".to_string(), "x-user-id".to_string()]
+        );
+        let size = |r: &CheckResponse| prost::Message::encoded_len(r);
+        assert!(
+            size(&bare) * 4 < size(&full),
+            "{} vs {}",
+            size(&bare),
+            size(&full)
         );
     }
 

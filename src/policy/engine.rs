@@ -2,11 +2,12 @@
 //! and the evaluation of one request against it.
 
 use super::load::{self, Loaded, PolicyError, PolicyProblem};
+use super::slice::{PolicySlices, Selected};
 use crate::identity::Principal;
 use crate::routes::Route;
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicySet, Request, RestrictedExpression, Schema,
+    EntityUid, PolicySet, Request, Response, RestrictedExpression, Schema,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -43,9 +44,9 @@ pub struct PolicyInput<'a> {
 pub struct PolicyAnswer {
     /// Allowed by at least one permit and no forbid.
     pub allowed: bool,
-    /// `@id`s of the policies that determined the answer.
+    /// `@id`s of the policies that determined the answer, sorted.
     pub determining: Vec<String>,
-    /// Evaluation errors (policies that errored are skipped by Cedar, which may deny).
+    /// Evaluation errors (policies that errored are skipped by Cedar, which may deny), sorted.
     pub errors: Vec<String>,
 }
 
@@ -59,6 +60,8 @@ pub struct EvalError(pub String);
 pub struct PolicySnapshot {
     schema: Schema,
     policies: PolicySet,
+    /// `policies` indexed by scope: what each request is actually put to.
+    slices: PolicySlices,
     entities: Entities,
     /// The schema's actions and their groups, always available (even without an entities
     /// file) so `action in Action::"read"` works.
@@ -117,9 +120,11 @@ impl PolicySnapshot {
     /// (strictly validated, unique `@id`s): the shadow set.
     pub fn with_policies_from(&self, dir: &Path) -> Result<PolicySnapshot, PolicyError> {
         let (policies, origins) = load::load_policy_set(dir, &self.schema)?;
+        let slices = PolicySlices::build(&policies, &self.schema, &[&self.actions, &self.entities]);
         Ok(PolicySnapshot {
             schema: self.schema.clone(),
             policies,
+            slices,
             entities: self.entities.clone(),
             actions: self.actions.clone(),
             read_actions: self.read_actions.clone(),
@@ -147,9 +152,11 @@ impl PolicySnapshot {
             })
             .map(|a| a.id().unescaped().to_owned())
             .collect();
+        let slices = PolicySlices::build(&policies, &schema, &[&actions, &entities]);
         Ok(PolicySnapshot {
             schema,
             policies,
+            slices,
             entities,
             actions,
             read_actions,
@@ -282,23 +289,81 @@ impl PolicySnapshot {
             .map_err(|e| EvalError(e.to_string()))
     }
 
-    /// Evaluates one request.
+    /// Evaluates one request against the policies whose scope can match it (see
+    /// [`super::slice`]): the same answer as the whole set, at a cost that does not grow
+    /// with policies written for other principals, actions or resource types.
     pub fn evaluate(&self, input: &PolicyInput<'_>) -> Result<PolicyAnswer, EvalError> {
+        self.evaluate_in(input, true)
+    }
+
+    /// Evaluates one request against the whole set, or against its slices.
+    fn evaluate_in(
+        &self,
+        input: &PolicyInput<'_>,
+        sliced: bool,
+    ) -> Result<PolicyAnswer, EvalError> {
         let principal = self.principal_entity(input)?;
         let principal_uid = principal.uid();
         let action = uid("Action", input.action)?;
         let resource = uid(input.resource_type, input.resource_id)?;
+        let selected = if sliced {
+            self.slices
+                .select(&principal_uid, &action, resource.type_name())
+        } else {
+            Selected::Full
+        };
         let context = input.context.to_cedar()?;
         let request = Request::new(principal_uid, action, resource, context, Some(&self.schema))
             .map_err(|e| EvalError(e.to_string()))?;
         let entities = self.request_entities(principal, request_uids(&request))?;
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        let authorizer = Authorizer::new();
+        let answer = match selected {
+            Selected::Full => {
+                answer_of(&[authorizer.is_authorized(&request, &self.policies, &entities)])
+            }
+            Selected::Sliced(shared, None) => {
+                answer_of(&[authorizer.is_authorized(&request, shared, &entities)])
+            }
+            Selected::Sliced(shared, Some(own)) => answer_of(&[
+                authorizer.is_authorized(&request, shared, &entities),
+                authorizer.is_authorized(&request, own, &entities),
+            ]),
+        };
+        Ok(answer)
+    }
+}
+
+/// The answer of the union of disjoint policy sets, from each set's response, as Cedar
+/// gives it for the union: any satisfied forbid denies and determines; otherwise any
+/// satisfied permit allows and determines; otherwise deny with nothing determining.
+/// Errors are those of every set.
+fn answer_of(responses: &[Response]) -> PolicyAnswer {
+    let mut forbids = Vec::new();
+    let mut permits = Vec::new();
+    let mut errors = Vec::new();
+    for response in responses {
         let diagnostics = response.diagnostics();
-        Ok(PolicyAnswer {
-            allowed: response.decision() == CedarDecision::Allow,
-            determining: diagnostics.reason().map(ToString::to_string).collect(),
-            errors: diagnostics.errors().map(ToString::to_string).collect(),
-        })
+        let reasons = diagnostics.reason().map(ToString::to_string);
+        // A deny with reasons names satisfied forbids; an allow names satisfied permits.
+        match response.decision() {
+            CedarDecision::Allow => permits.extend(reasons),
+            CedarDecision::Deny => forbids.extend(reasons),
+        }
+        errors.extend(diagnostics.errors().map(ToString::to_string));
+    }
+    errors.sort();
+    let (allowed, mut determining) = if !forbids.is_empty() {
+        (false, forbids)
+    } else if !permits.is_empty() {
+        (true, permits)
+    } else {
+        (false, Vec::new())
+    };
+    determining.sort();
+    PolicyAnswer {
+        allowed,
+        determining,
+        errors,
     }
 }
 
@@ -359,3 +424,6 @@ impl ContextInput<'_> {
             .map_err(|e| EvalError(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod slicing_props;
