@@ -6,7 +6,7 @@
 use super::{BoxFuture, Key, StateStore, StoreError, UseOutcome};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// In-process state, for one replica.
 #[derive(Debug)]
@@ -214,12 +214,8 @@ impl StateStore for MemoryStore {
     }
 }
 
-/// Current time in epoch milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+/// Current time in epoch milliseconds: the crate's one wall clock.
+pub(crate) use crate::clock::now_ms;
 
 fn ms_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
