@@ -32,7 +32,7 @@ use riskgate::routes::{Lookup, RouteTable};
 use riskgate::telemetry::Metrics;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The shipped config (`deploy/riskgate.yaml`) under `root`.
 fn shipped_config(root: &str) -> Config {
@@ -72,12 +72,7 @@ fn script(token: &str) -> Script {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use riskgate::clock::now_ms;
 
 fn recommendation_for(score: f64, kind: RecommendationType, action_type: &str) -> Recommendation {
     Recommendation {

@@ -255,9 +255,7 @@ fn check_prints_denials_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("status:    401\n"), "{stdout}");
     // ... which verified claims showing a recent MFA satisfy (identity.step_up.max_age_s).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = riskgate::clock::now_ms() / 1000;
     let claims = format!(r#"{{"amr":["mfa"],"auth_time":{now}}}"#);
     let out = ask(
         "12",

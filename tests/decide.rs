@@ -1,6 +1,9 @@
 //! The decision core against the shipped config and example policies, with a scripted
 //! risk source: every example action in every band, ownership, escaping, binding, fail
 //! modes, and one named test per fail-closed rule.
+//!
+//! Where one shape repeats (a request → its verdict or status) the cases are a table whose
+//! rows carry a name, and [`expect`] / [`expect_status`] name the failing row.
 
 mod common;
 
@@ -8,7 +11,8 @@ use common::*;
 use riskgate::canonical::NonCanonical;
 use riskgate::config::{Config, FailMode, Mode, RiskMode};
 use riskgate::decide::risk::BindingViolation;
-use riskgate::decision::{DenyReason, Verdict};
+use riskgate::decision::{Decision, DenyReason, Verdict};
+use riskgate::request::AccessRequest;
 use riskgate::risk::{FetchError, RecommendationType as R};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -21,12 +25,40 @@ fn setup() -> (Config, Arc<ScriptedRisk>) {
     )
 }
 
-async fn decide(
+async fn decide(config: &Config, risk: &Arc<ScriptedRisk>, req: AccessRequest) -> Decision {
+    decider_with(config, risk.clone()).decide(&req).await
+}
+
+/// Decides `req` on a fresh decider and asserts its verdict, naming `case` on failure;
+/// returns the decision for the case's further checks.
+async fn expect(
     config: &Config,
     risk: &Arc<ScriptedRisk>,
-    req: riskgate::request::AccessRequest,
-) -> riskgate::decision::Decision {
-    decider_with(config, risk.clone()).decide(&req).await
+    case: &str,
+    req: AccessRequest,
+    want: Verdict,
+) -> Decision {
+    let d = decide(config, risk, req).await;
+    assert_eq!(d.verdict, want, "{case}");
+    d
+}
+
+/// [`expect`] for the HTTP status only.
+async fn expect_status(
+    config: &Config,
+    risk: &Arc<ScriptedRisk>,
+    case: &str,
+    req: AccessRequest,
+    want: u16,
+) -> Decision {
+    let d = decide(config, risk, req).await;
+    assert_eq!(d.verdict.http_status(), want, "{case}: {:?}", d.verdict);
+    d
+}
+
+/// `method path` as u1 (verified JWT, no extra claims), with an action token.
+fn as_u1(method: &str, path: &str, token: Option<&str>) -> AccessRequest {
+    with_user(request(method, path, token), "u1", json!({}))
 }
 
 fn deny(reason: DenyReason) -> Verdict {
@@ -74,13 +106,8 @@ async fn each_example_action_in_each_band() {
             if let Some(u) = user {
                 req = with_user(req, u, json!({}));
             }
-            let d = decide(&config, &risk, req).await;
-            assert_eq!(
-                d.verdict.http_status(),
-                want,
-                "{method} {path} score {score}: {:?}",
-                d.verdict
-            );
+            let case = format!("{method} {path} score {score}");
+            let d = expect_status(&config, &risk, &case, req, want).await;
             if score >= 80.0 {
                 assert_eq!(d.verdict, deny(DenyReason::RiskHigh));
             }
@@ -91,17 +118,14 @@ async fn each_example_action_in_each_band() {
 #[tokio::test]
 async fn unassessed_reads_pass_and_is_never_better_than_medium() {
     let (mut config, risk) = setup();
-    let d = decide(
+    let d = expect(
         &config,
         &risk,
-        with_user(
-            request("GET", "/accounts/a1/balance", None),
-            "u1",
-            json!({}),
-        ),
+        "a read without a token",
+        as_u1("GET", "/accounts/a1/balance", None),
+        Verdict::Allow,
     )
     .await;
-    assert_eq!(d.verdict, Verdict::Allow);
     assert_eq!(d.band.as_str(), "unassessed");
     // Make withdraw optional: without a token it is unassessed, and unassessed cannot write.
     for r in &mut config.routes {
@@ -109,17 +133,14 @@ async fn unassessed_reads_pass_and_is_never_better_than_medium() {
             r.risk = RiskMode::Optional;
         }
     }
-    let d = decide(
+    expect(
         &config,
         &risk,
-        with_user(
-            request("POST", "/accounts/a1/withdraw", None),
-            "u1",
-            json!({}),
-        ),
+        "an optional-risk write without a token",
+        as_u1("POST", "/accounts/a1/withdraw", None),
+        deny(DenyReason::PolicyDeny),
     )
     .await;
-    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
 }
 
 #[tokio::test]
@@ -135,13 +156,8 @@ async fn band_edges_decide_write_access() {
     ] {
         let token = format!("edge-{score}");
         risk.set(&token, Ok(rec(score, R::Allow, "withdraw", Some("u1"))));
-        let req = with_user(
-            request("POST", "/accounts/a1/withdraw", Some(&token)),
-            "u1",
-            json!({}),
-        );
-        let d = decide(&config, &risk, req).await;
-        assert_eq!(d.verdict.http_status(), want, "score {score}");
+        let req = as_u1("POST", "/accounts/a1/withdraw", Some(&token));
+        expect_status(&config, &risk, &format!("score {score}"), req, want).await;
     }
 }
 
@@ -149,13 +165,14 @@ async fn band_edges_decide_write_access() {
 async fn u1_cannot_withdraw_from_u2s_account() {
     let (config, risk) = setup();
     risk.set("t", Ok(rec(5.0, R::Trust, "withdraw", Some("u1"))));
-    let req = with_user(
-        request("POST", "/accounts/a2/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    let d = decide(&config, &risk, req).await;
-    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    let d = expect(
+        &config,
+        &risk,
+        "u1 withdraws from a2",
+        as_u1("POST", "/accounts/a2/withdraw", Some("t")),
+        deny(DenyReason::PolicyDeny),
+    )
+    .await;
     assert_eq!(d.resource.as_deref(), Some("Account::\"a2\""));
 }
 
@@ -169,17 +186,24 @@ async fn quotes_in_ids_cannot_inject() {
         evil,
         json!({}),
     );
-    let d = decide(&config, &risk, req).await;
-    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
+    expect(
+        &config,
+        &risk,
+        "Cedar syntax in the principal id",
+        req,
+        deny(DenyReason::PolicyDeny),
+    )
+    .await;
     // An encoded quote in the path becomes data in the resource id.
-    let req = with_user(
-        request("GET", "/accounts/a1%22/balance", None),
-        "u1",
-        json!({}),
-    );
-    let d = decide(&config, &risk, req).await;
     // No such account: the ownership rule cannot even be evaluated, which denies.
-    assert_eq!(d.verdict, deny(DenyReason::PolicyError));
+    let d = expect(
+        &config,
+        &risk,
+        "an encoded quote in the account id",
+        as_u1("GET", "/accounts/a1%22/balance", None),
+        deny(DenyReason::PolicyError),
+    )
+    .await;
     assert_eq!(d.resource.as_deref(), Some(r#"Account::"a1\"""#));
 }
 
@@ -187,13 +211,14 @@ async fn quotes_in_ids_cannot_inject() {
 async fn anonymous_cannot_write() {
     let (config, risk) = setup();
     risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", None)));
-    let d = decide(
+    let d = expect(
         &config,
         &risk,
+        "anonymous withdraw",
         request("POST", "/accounts/a1/withdraw", Some("t")),
+        deny(DenyReason::PolicyDeny),
     )
     .await;
-    assert_eq!(d.verdict, deny(DenyReason::PolicyDeny));
     assert_eq!(d.principal.as_deref(), Some("Anonymous"));
     assert!(
         d.policies.iter().any(|p| p == "forbid-anonymous-writes"),
@@ -202,19 +227,45 @@ async fn anonymous_cannot_write() {
     );
 }
 
+/// What the risk API recommends, met with the policies: u1 withdraws from `path` with a
+/// token the API answers with `recommendation`.
 #[tokio::test]
-async fn recommendation_deny_wins_over_a_low_score() {
+async fn recommendations_meet_the_policies() {
     let (config, risk) = setup();
-    risk.set("t", Ok(rec(5.0, R::Deny, "withdraw", Some("u1"))));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::RiskDeny)
-    );
+    let cases = [
+        (
+            "recommendation DENY wins over a low score",
+            "/accounts/a1/withdraw",
+            rec(5.0, R::Deny, "withdraw", Some("u1")),
+            deny(DenyReason::RiskDeny),
+        ),
+        (
+            "CHALLENGE without a type uses the configured default",
+            "/accounts/a1/withdraw",
+            rec(20.0, R::Challenge, "withdraw", Some("u1")),
+            deny(DenyReason::StepUpRequired {
+                challenge: "step_up".into(),
+            }),
+        ),
+        (
+            "a Cedar deny is not turned into a challenge",
+            "/accounts/a2/withdraw",
+            rec(20.0, R::Challenge, "withdraw", Some("u1")),
+            deny(DenyReason::PolicyDeny),
+        ),
+    ];
+    for (i, (case, path, recommendation, want)) in cases.into_iter().enumerate() {
+        let token = format!("t{i}");
+        risk.set(&token, Ok(recommendation));
+        expect(
+            &config,
+            &risk,
+            case,
+            as_u1("POST", path, Some(&token)),
+            want,
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -228,19 +279,16 @@ async fn challenge_asks_for_step_up_until_the_jwt_shows_mfa() {
         "u1",
         json!({"amr": ["pwd"]}),
     );
-    let d = decide(&config, &risk, req).await;
-    assert_eq!(
-        d.verdict,
-        deny(DenyReason::StepUpRequired {
-            challenge: "email_otp".into()
-        })
-    );
+    let want = deny(DenyReason::StepUpRequired {
+        challenge: "email_otp".into(),
+    });
+    expect(&config, &risk, "a password-only JWT", req, want).await;
     let req = with_user(
         request("POST", "/accounts/a1/withdraw", Some("t")),
         "u1",
         json!({"amr": ["pwd", "mfa"], "auth_time": now_ms() / 1000}),
     );
-    assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
+    expect(&config, &risk, "a fresh MFA", req, Verdict::Allow).await;
 }
 
 /// Issue 11: the shipped configs bound how old a step-up may be (RFC 9470 `max_age`): an MFA
@@ -260,115 +308,74 @@ async fn the_shipped_step_up_needs_a_recent_mfa() {
     }
     let (config, risk) = setup();
     risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
-    for claims in [
-        json!({"amr": ["mfa"], "auth_time": now_ms() / 1000 - 7_200}),
-        json!({"amr": ["mfa"]}),
+    for (case, claims) in [
+        (
+            "an MFA two hours old",
+            json!({"amr": ["mfa"], "auth_time": now_ms() / 1000 - 7_200}),
+        ),
+        ("an MFA without auth_time", json!({"amr": ["mfa"]})),
     ] {
         let req = with_user(
             request("POST", "/accounts/a1/withdraw", Some("t")),
             "u1",
             claims,
         );
-        let verdict = decide(&config, &risk, req).await.verdict;
-        assert_eq!(verdict.http_status(), 401, "{verdict:?}");
+        expect_status(&config, &risk, case, req, 401).await;
     }
-}
-
-#[tokio::test]
-async fn challenge_without_type_uses_the_configured_default() {
-    let (config, risk) = setup();
-    risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    let d = decide(&config, &risk, req).await;
-    assert_eq!(
-        d.verdict,
-        deny(DenyReason::StepUpRequired {
-            challenge: "step_up".into()
-        })
-    );
-}
-
-#[tokio::test]
-async fn cedar_deny_is_not_turned_into_a_challenge() {
-    let (config, risk) = setup();
-    risk.set("t", Ok(rec(20.0, R::Challenge, "withdraw", Some("u1"))));
-    let req = with_user(
-        request("POST", "/accounts/a2/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::PolicyDeny)
-    );
 }
 
 // ---- binding ----
 
+/// The action token is bound to this request, one row per binding rule: u1 withdraws from
+/// a1 with a token the API answers with the row's recommendation.
 #[tokio::test]
-async fn login_token_cannot_authorize_withdraw() {
+async fn token_binding_rules() {
     let (config, risk) = setup();
-    risk.set("t", Ok(rec(5.0, R::Allow, "login", Some("u1"))));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::Binding(BindingViolation::ActionType))
-    );
-}
-
-#[tokio::test]
-async fn another_users_token_is_refused() {
-    let (config, risk) = setup();
-    risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", Some("u2"))));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::Binding(BindingViolation::UserMismatch))
-    );
-}
-
-#[tokio::test]
-async fn token_without_user_is_refused_on_authenticated_routes() {
-    let (config, risk) = setup();
-    risk.set("t", Ok(rec(5.0, R::Allow, "withdraw", None)));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::Binding(BindingViolation::MissingUser))
-    );
-}
-
-#[tokio::test]
-async fn stale_action_is_refused() {
-    let (config, risk) = setup();
-    let mut r = rec(5.0, R::Allow, "withdraw", Some("u1"));
-    r.action_performed_at_ms -= 301_000;
-    risk.set("t", Ok(r));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::Binding(BindingViolation::Stale))
-    );
+    let performed = |shift_ms: i64| {
+        let mut r = rec(5.0, R::Allow, "withdraw", Some("u1"));
+        r.action_performed_at_ms += shift_ms;
+        r
+    };
+    let cases = [
+        (
+            "a login token cannot authorize a withdraw",
+            rec(5.0, R::Allow, "login", Some("u1")),
+            deny(DenyReason::Binding(BindingViolation::ActionType)),
+        ),
+        (
+            "another user's token is refused",
+            rec(5.0, R::Allow, "withdraw", Some("u2")),
+            deny(DenyReason::Binding(BindingViolation::UserMismatch)),
+        ),
+        (
+            "a token without user is refused on authenticated routes",
+            rec(5.0, R::Allow, "withdraw", None),
+            deny(DenyReason::Binding(BindingViolation::MissingUser)),
+        ),
+        (
+            "a stale action is refused",
+            performed(-301_000),
+            deny(DenyReason::Binding(BindingViolation::Stale)),
+        ),
+        // An action reported in the future (beyond the clock skew) is refused: its age check
+        // would otherwise pass for longer than `max_age`. Allowed on the previous code.
+        (
+            "an action from the future is refused",
+            performed(120_000),
+            deny(DenyReason::Binding(BindingViolation::FromTheFuture)),
+        ),
+        (
+            "an action within the clock skew (default 60 s) is accepted",
+            performed(30_000),
+            Verdict::Allow,
+        ),
+    ];
+    for (i, (case, recommendation, want)) in cases.into_iter().enumerate() {
+        let token = format!("t{i}");
+        risk.set(&token, Ok(recommendation));
+        let req = as_u1("POST", "/accounts/a1/withdraw", Some(&token));
+        expect(&config, &risk, case, req, want).await;
+    }
 }
 
 #[tokio::test]
@@ -454,28 +461,13 @@ async fn outage_under_each_fail_mode() {
         ] {
             let (config, risk) = with_fail_mode(mode);
             risk.set("t", Err(outage.clone()));
-            let w = with_user(
-                request("POST", "/accounts/a1/withdraw", Some("t")),
-                "u1",
-                json!({}),
-            );
-            let d = decide(&config, &risk, w).await;
-            assert_eq!(
-                d.verdict.http_status(),
-                withdraw,
-                "{outage:?} {mode:?} withdraw"
-            );
-            assert!(d.fail_mode.is_some());
-            let b = with_user(
-                request("GET", "/accounts/a1/balance", Some("t")),
-                "u1",
-                json!({}),
-            );
-            assert_eq!(
-                decide(&config, &risk, b).await.verdict.http_status(),
-                balance,
-                "{outage:?} {mode:?} balance"
-            );
+            let w = as_u1("POST", "/accounts/a1/withdraw", Some("t"));
+            let case = format!("{outage:?} {mode:?} withdraw");
+            let d = expect_status(&config, &risk, &case, w, withdraw).await;
+            assert!(d.fail_mode.is_some(), "{case}");
+            let b = as_u1("GET", "/accounts/a1/balance", Some("t"));
+            let case = format!("{outage:?} {mode:?} balance");
+            expect_status(&config, &risk, &case, b, balance).await;
         }
     }
 }
@@ -483,36 +475,29 @@ async fn outage_under_each_fail_mode() {
 #[tokio::test]
 async fn client_caused_token_problems_deny_even_when_failing_open() {
     let (config, risk) = with_fail_mode(FailMode::Open);
-    // Missing token on a required route.
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", None),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::ActionTokenRequired)
-    );
-    // Garbage token (never sent to the API).
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("bad\u{7f}token")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::TokenRejected)
-    );
-    // API says 400.
     risk.set("unknown", Err(FetchError::Rejected(400)));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("unknown")),
-        "u1",
-        json!({}),
-    );
-    let d = decide(&config, &risk, req).await;
-    assert_eq!(d.verdict, deny(DenyReason::TokenRejected));
-    assert!(d.fail_mode.is_none());
+    let cases = [
+        (
+            "a missing token on a required route",
+            None,
+            deny(DenyReason::ActionTokenRequired),
+        ),
+        (
+            "a garbage token (never sent to the API)",
+            Some("bad\u{7f}token"),
+            deny(DenyReason::TokenRejected),
+        ),
+        (
+            "a token the API answers 400",
+            Some("unknown"),
+            deny(DenyReason::TokenRejected),
+        ),
+    ];
+    for (case, token, want) in cases {
+        let req = as_u1("POST", "/accounts/a1/withdraw", token);
+        let d = expect(&config, &risk, case, req, want).await;
+        assert!(d.fail_mode.is_none(), "{case}: {:?}", d.fail_mode);
+    }
 }
 
 #[tokio::test]
@@ -557,43 +542,34 @@ async fn risk_timeout_follows_the_fail_mode() {
 #[tokio::test]
 async fn fail_closed_unknown_method() {
     let (config, risk) = setup();
-    let d = decide(
-        &config,
-        &risk,
-        request("BREW", "/accounts/a1/balance", None),
-    )
-    .await;
-    assert_eq!(d.verdict, deny(DenyReason::NoRoute));
+    let req = request("BREW", "/accounts/a1/balance", None);
+    let want = deny(DenyReason::NoRoute);
+    expect(&config, &risk, "BREW", req, want).await;
 }
 
 #[tokio::test]
 async fn fail_closed_no_route() {
     let (config, risk) = setup();
-    let d = decide(&config, &risk, request("GET", "/admin", None)).await;
-    assert_eq!(d.verdict, deny(DenyReason::NoRoute));
+    let req = request("GET", "/admin", None);
+    expect(&config, &risk, "GET /admin", req, deny(DenyReason::NoRoute)).await;
 }
 
 #[tokio::test]
 async fn fail_closed_missing_path() {
     let (config, risk) = setup();
-    let d = decide(&config, &risk, request("GET", "", None)).await;
-    assert_eq!(d.verdict, deny(DenyReason::Malformed("missing path")));
+    let req = request("GET", "", None);
+    let want = deny(DenyReason::Malformed("missing path"));
+    expect(&config, &risk, "an empty path", req, want).await;
 }
 
 #[tokio::test]
 async fn fail_closed_method_override() {
     let (config, risk) = setup();
-    let mut req = with_user(
-        request("GET", "/accounts/a1/balance", None),
-        "u1",
-        json!({}),
-    );
+    let mut req = as_u1("GET", "/accounts/a1/balance", None);
     req.headers
         .insert("x-http-method-override".into(), "POST".into());
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::MethodOverride)
-    );
+    let want = deny(DenyReason::MethodOverride);
+    expect(&config, &risk, "x-http-method-override", req, want).await;
 }
 
 #[tokio::test]
@@ -615,12 +591,9 @@ async fn fail_closed_non_canonical_paths() {
             NonCanonical::PathParameter,
         ),
     ] {
-        let req = with_user(request("GET", path, None), "u1", json!({}));
-        assert_eq!(
-            decide(&config, &risk, req).await.verdict,
-            deny(DenyReason::NonCanonicalPath(why)),
-            "{path}"
-        );
+        let req = as_u1("GET", path, None);
+        let want = deny(DenyReason::NonCanonicalPath(why));
+        expect(&config, &risk, path, req, want).await;
     }
 }
 
@@ -635,10 +608,8 @@ async fn fail_closed_bad_identity_payload() {
     );
     req.metadata
         .insert("envoy.filters.http.jwt_authn".into(), ns);
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::BadIdentity)
-    );
+    let want = deny(DenyReason::BadIdentity);
+    expect(&config, &risk, "a JWT payload without sub", req, want).await;
 }
 
 #[tokio::test]
@@ -753,13 +724,16 @@ async fn fail_closed_when_a_forbid_cannot_be_evaluated() {
            @id("owner-only") forbid (principal, action, resource is Account) unless { resource.owner == principal };"#,
     );
     let risk = Arc::new(ScriptedRisk::default());
-    let req = with_user(
-        request("GET", "/accounts/not-in-file/balance", None),
-        "u1",
-        json!({}),
-    );
-    let d = decide(&config, &risk, req).await;
-    assert_eq!(d.verdict, deny(DenyReason::PolicyError));
+    let req = as_u1("GET", "/accounts/not-in-file/balance", None);
+    let want = deny(DenyReason::PolicyError);
+    expect(
+        &config,
+        &risk,
+        "an account missing from the entities",
+        req,
+        want,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -907,48 +881,13 @@ async fn method_override_query_parameters_are_denied() {
         "_METHOD=delete",
         "x-http-method-override=DELETE",
     ] {
-        let mut req = request("GET", "/accounts/a1/balance", None);
+        let mut req = as_u1("GET", "/accounts/a1/balance", None);
         req.query = Some(query.into());
-        let req = with_user(req, "u1", json!({}));
-        assert_eq!(
-            decide(&config, &risk, req).await.verdict,
-            deny(DenyReason::MethodOverride),
-            "{query}"
-        );
+        expect(&config, &risk, query, req, deny(DenyReason::MethodOverride)).await;
     }
-    let mut req = request("GET", "/accounts/a1/balance", None);
+    let mut req = as_u1("GET", "/accounts/a1/balance", None);
     req.query = Some("method=x&my_method=y".into());
-    let req = with_user(req, "u1", json!({}));
-    assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
-}
-
-/// An action reported in the future (beyond the clock skew) is refused: its age check
-/// would otherwise pass for longer than `max_age`. Allowed on the previous code.
-#[tokio::test]
-async fn an_action_from_the_future_is_refused() {
-    let (config, risk) = setup();
-    let mut r = rec(5.0, R::Allow, "withdraw", Some("u1"));
-    r.action_performed_at_ms += 120_000;
-    risk.set("t", Ok(r));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(
-        decide(&config, &risk, req).await.verdict,
-        deny(DenyReason::Binding(BindingViolation::FromTheFuture))
-    );
-    // within the skew (default 60 s) it is accepted
-    let mut r = rec(5.0, R::Allow, "withdraw", Some("u1"));
-    r.action_performed_at_ms += 30_000;
-    risk.set("t2", Ok(r));
-    let req = with_user(
-        request("POST", "/accounts/a1/withdraw", Some("t2")),
-        "u1",
-        json!({}),
-    );
-    assert_eq!(decide(&config, &risk, req).await.verdict, Verdict::Allow);
+    expect(&config, &risk, "near-miss names", req, Verdict::Allow).await;
 }
 
 /// A step-up whose `auth_time` lies in the future (beyond the skew) does not meet a

@@ -5,6 +5,8 @@
 //!
 //! Needs Envoy from `scripts/python-env.sh`; without it each test prints a skip line (and
 //! fails instead under `RISKGATE_REQUIRE_ENVOY=1`).
+//!
+//! Status checks go through `Stack::expect`, which names the case when the status is wrong.
 #![allow(
     clippy::expect_used,
     reason = "tests: a failed step panics with its message"
@@ -68,6 +70,22 @@ impl Stack {
             .script(token, common::scripted(score, kind, action_type, user));
     }
 
+    /// Sends a request through Envoy and asserts the status of the answer, naming `case`
+    /// (and showing the body) on failure; returns the answer for the case's further checks.
+    async fn expect(
+        &self,
+        case: &str,
+        status: u16,
+        method: Method,
+        path: &str,
+        jwt: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let a = self.send(method, path, jwt, headers).await;
+        assert_eq!(a.status, status, "{case}: body {}", a.body);
+        a
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -111,50 +129,50 @@ async fn answer_table_rows_through_envoy() {
     s.script("low", 12.5, "ALLOW", "withdraw", Some("u1"));
 
     // method override → 403 (riskgate), and nothing reaches the upstream
-    let a = s
-        .send(
-            Method::GET,
-            "/accounts/a1/balance",
-            Some(&u1),
-            &[("x-http-method-override", "DELETE")],
-        )
-        .await;
-    assert_eq!(a.status, 403);
+    s.expect(
+        "method override",
+        403,
+        Method::GET,
+        "/accounts/a1/balance",
+        Some(&u1),
+        &[("x-http-method-override", "DELETE")],
+    )
+    .await;
     // no route → 403
-    assert_eq!(
-        s.send(Method::GET, "/admin", Some(&u1), &[]).await.status,
-        403
-    );
+    s.expect("no route", 403, Method::GET, "/admin", Some(&u1), &[])
+        .await;
     // risk required, no token → 401 with the SDK challenge
     let a = s
-        .send(Method::POST, "/accounts/a1/withdraw", Some(&u1), &[])
+        .expect(
+            "risk required, no token",
+            401,
+            Method::POST,
+            "/accounts/a1/withdraw",
+            Some(&u1),
+            &[],
+        )
         .await;
-    assert_eq!(a.status, 401);
     assert_eq!(a.header("x-risk-challenge"), Some("action_token"));
     // API 4xx (a token it does not know) → 403; the request also carries a session cookie
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("unknown"), ("cookie", "session=cookie-secret-value")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "API 4xx (unknown token), with a session cookie",
+        403,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("unknown"), ("cookie", "session=cookie-secret-value")],
+    )
+    .await;
     // a login token on withdraw → 403
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("login-tok")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "a login token on withdraw",
+        403,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("login-tok")],
+    )
+    .await;
     assert_eq!(
         s.upstream.count(),
         0,
@@ -163,14 +181,15 @@ async fn answer_table_rows_through_envoy() {
 
     // every deny body is generic JSON with the decision id that the audit line carries
     let a = s
-        .send(
+        .expect(
+            "u1 on a2: policy deny",
+            403,
             Method::POST,
             "/accounts/a2/withdraw",
             Some(&u1),
             &[token("low")],
         )
         .await;
-    assert_eq!(a.status, 403);
     let body: Value = serde_json::from_str(&a.body).expect("deny body is JSON");
     let id = body["decision_id"]
         .as_str()
@@ -216,14 +235,15 @@ async fn bands_through_envoy() {
 
     // low-risk write → 200 at the upstream with the x-risk-* headers
     let a = s
-        .send(
+        .expect(
+            "low-risk write",
+            200,
             Method::POST,
             "/accounts/a1/withdraw",
             Some(&u1),
             &[token("w-low")],
         )
         .await;
-    assert_eq!(a.status, 200, "{}", a.body);
     let got = s
         .upstream
         .last()
@@ -244,17 +264,15 @@ async fn bands_through_envoy() {
     );
 
     // medium: read 200, write 403
-    assert_eq!(
-        s.send(
-            Method::GET,
-            "/accounts/a1/balance",
-            Some(&u1),
-            &[token("r-med")]
-        )
-        .await
-        .status,
-        200
-    );
+    s.expect(
+        "medium read",
+        200,
+        Method::GET,
+        "/accounts/a1/balance",
+        Some(&u1),
+        &[token("r-med")],
+    )
+    .await;
     assert_eq!(
         s.upstream
             .last()
@@ -262,44 +280,41 @@ async fn bands_through_envoy() {
             .as_deref(),
         Some("medium")
     );
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("w-med")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "medium write",
+        403,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("w-med")],
+    )
+    .await;
     // high → 403; DENY → 403
     let a = s
-        .send(
+        .expect(
+            "high",
+            403,
             Method::POST,
             "/accounts/a1/withdraw",
             Some(&u1),
             &[token("w-high")],
         )
         .await;
-    assert_eq!(a.status, 403);
     assert!(!a.body.contains("85") || a.body.contains("decision_id"));
     assert!(
         !a.body.contains("score") && !a.body.contains("high"),
         "{}",
         a.body
     );
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("w-deny")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "DENY",
+        403,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("w-deny")],
+    )
+    .await;
     // Envoy's access log carries riskgate's dynamic metadata
     let lines = s.envoy.access_log_lines(5).await;
     assert!(
@@ -327,28 +342,29 @@ async fn challenge_then_step_up_through_envoy() {
         },
     );
     let a = s
-        .send(
+        .expect(
+            "CHALLENGE, password only",
+            401,
             Method::POST,
             "/accounts/a1/withdraw",
             Some(&jwt::valid_with("u1", json!({"amr": ["pwd"]}))),
             &[token("c")],
         )
         .await;
-    assert_eq!(a.status, 401);
     assert_eq!(a.header("x-risk-challenge"), Some("email_otp"));
     assert!(a
         .header("www-authenticate")
         .is_some_and(|w| w.contains("insufficient_user_authentication")));
     let stepped_up = jwt::valid_with("u1", json!({"amr": ["pwd", "mfa"]}));
-    let a = s
-        .send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&stepped_up),
-            &[token("c")],
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    s.expect(
+        "CHALLENGE, stepped up",
+        200,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&stepped_up),
+        &[token("c")],
+    )
+    .await;
     assert_eq!(s.upstream.count(), 1);
 }
 
@@ -368,15 +384,15 @@ async fn forged_identity_and_risk_headers_never_reach_the_upstream() {
     // with a JWT (u1 reading u1's balance) and without (anonymous reading nothing it may)
     let mut with_jwt: Vec<(&str, &str)> = forged.to_vec();
     with_jwt.push(token("r"));
-    let a = s
-        .send(
-            Method::GET,
-            "/accounts/a1/balance",
-            Some(&jwt::valid("u1")),
-            &with_jwt,
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    s.expect(
+        "forged headers with a JWT",
+        200,
+        Method::GET,
+        "/accounts/a1/balance",
+        Some(&jwt::valid("u1")),
+        &with_jwt,
+    )
+    .await;
     let got = s.upstream.last().expect("reached upstream");
     assert_eq!(got.header("x-user-id"), None);
     assert_eq!(got.header("x-jwt-payload"), None);
@@ -384,10 +400,15 @@ async fn forged_identity_and_risk_headers_never_reach_the_upstream() {
     assert_eq!(got.header("x-risk-band"), Some("low"));
     assert_eq!(got.header("x-riskgate-principal"), Some("User::\"u1\""));
     // anonymous with forged headers: still anonymous, and an account read is denied
-    let a = s
-        .send(Method::GET, "/accounts/a2/balance", None, &forged)
-        .await;
-    assert_eq!(a.status, 403);
+    s.expect(
+        "forged headers, anonymous",
+        403,
+        Method::GET,
+        "/accounts/a2/balance",
+        None,
+        &forged,
+    )
+    .await;
     assert_eq!(s.upstream.count(), 1);
 }
 
@@ -401,87 +422,73 @@ async fn ownership_binding_and_anonymous_writes_through_envoy() {
     s.script("w2", 5.0, "ALLOW", "withdraw", Some("u2"));
     s.script("anon", 5.0, "ALLOW", "withdraw", None);
     // u1 on u2's account
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a2/withdraw",
-            Some(&u1),
-            &[token("w1")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "u1 on u2's account",
+        403,
+        Method::POST,
+        "/accounts/a2/withdraw",
+        Some(&u1),
+        &[token("w1")],
+    )
+    .await;
     // u2's token used by u1
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("w2")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "u2's token used by u1",
+        403,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("w2")],
+    )
+    .await;
     // anonymous write
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            None,
-            &[token("anon")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "anonymous write",
+        403,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        None,
+        &[token("anon")],
+    )
+    .await;
     // expired JWT / wrong issuer never reach riskgate: Envoy says 401
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&jwt::expired("u1")),
-            &[token("w1")]
-        )
-        .await
-        .status,
-        401
-    );
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&jwt::wrong_issuer("u1")),
-            &[token("w1")]
-        )
-        .await
-        .status,
-        401
-    );
+    s.expect(
+        "expired JWT",
+        401,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&jwt::expired("u1")),
+        &[token("w1")],
+    )
+    .await;
+    s.expect(
+        "wrong issuer",
+        401,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&jwt::wrong_issuer("u1")),
+        &[token("w1")],
+    )
+    .await;
     // the token is still unused: one write goes through, a replay does not
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("w1")]
-        )
-        .await
-        .status,
-        200
-    );
-    assert_eq!(
-        s.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("w1")]
-        )
-        .await
-        .status,
-        403
-    );
+    s.expect(
+        "the unused token",
+        200,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("w1")],
+    )
+    .await;
+    s.expect(
+        "a replay",
+        403,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("w1")],
+    )
+    .await;
     assert_eq!(s.upstream.count(), 1);
 }
 
@@ -493,30 +500,39 @@ async fn non_canonical_paths_through_envoy() {
     let u1 = jwt::valid("u1");
     // Envoy normalises dot segments and merges slashes; riskgate decides on the path the
     // upstream will serve: u1 climbing into a2 is denied, and the raw form never arrives.
-    assert_eq!(
-        s.send(Method::GET, "/accounts/a1/../a2/balance", Some(&u1), &[])
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        s.send(Method::GET, "/accounts//a1/balance", Some(&u1), &[])
-            .await
-            .status,
-        200
-    );
+    s.expect(
+        "dot segments into a2",
+        403,
+        Method::GET,
+        "/accounts/a1/../a2/balance",
+        Some(&u1),
+        &[],
+    )
+    .await;
+    s.expect(
+        "merged slashes",
+        200,
+        Method::GET,
+        "/accounts//a1/balance",
+        Some(&u1),
+        &[],
+    )
+    .await;
     let got = s
         .upstream
         .last()
         .expect("normalised request reached upstream");
     assert_eq!(got.path, "/accounts/a1/balance");
     // Encoded slashes are rejected by Envoy before anyone decides.
-    assert_eq!(
-        s.send(Method::GET, "/accounts/a1%2Fbalance", Some(&u1), &[])
-            .await
-            .status,
-        400
-    );
+    s.expect(
+        "an encoded slash",
+        400,
+        Method::GET,
+        "/accounts/a1%2Fbalance",
+        Some(&u1),
+        &[],
+    )
+    .await;
     // An encoded dot segment that Envoy passes on is refused by riskgate.
     let a = s
         .send(Method::GET, "/accounts/%2e%2e/a1/balance", Some(&u1), &[])
@@ -544,14 +560,15 @@ async fn slow_risk_api_gets_riskgates_fail_mode_answer_not_envoys_timeout() {
     }
     let started = std::time::Instant::now();
     let a = s
-        .send(
+        .expect(
+            "slow risk API, write",
+            503,
             Method::POST,
             "/accounts/a1/withdraw",
             Some(&u1),
             &[token("slow-w")],
         )
         .await;
-    assert_eq!(a.status, 503);
     assert_eq!(
         a.header("retry-after"),
         Some("5"),
@@ -564,17 +581,15 @@ async fn slow_risk_api_gets_riskgates_fail_mode_answer_not_envoys_timeout() {
     );
     assert!(started.elapsed() < std::time::Duration::from_millis(1_000));
     // the balance route fails read-only: a read still works
-    assert_eq!(
-        s.send(
-            Method::GET,
-            "/accounts/a1/balance",
-            Some(&u1),
-            &[token("slow-r")]
-        )
-        .await
-        .status,
-        200
-    );
+    s.expect(
+        "slow risk API, read (read-only fail mode)",
+        200,
+        Method::GET,
+        "/accounts/a1/balance",
+        Some(&u1),
+        &[token("slow-r")],
+    )
+    .await;
     assert_eq!(
         s.envoy.stat("http.ingress_http.ext_authz.error").await,
         0,
@@ -590,26 +605,25 @@ async fn risk_api_down_follows_the_fail_mode() {
     let u1 = jwt::valid("u1");
     s.sim.set_outage(Some(503));
     let a = s
-        .send(
+        .expect(
+            "risk API down, write",
+            503,
             Method::POST,
             "/accounts/a1/withdraw",
             Some(&u1),
             &[token("x")],
         )
         .await;
-    assert_eq!(a.status, 503);
     assert_eq!(a.header("retry-after"), Some("5"));
-    assert_eq!(
-        s.send(
-            Method::GET,
-            "/accounts/a1/balance",
-            Some(&u1),
-            &[token("y")]
-        )
-        .await
-        .status,
-        200
-    );
+    s.expect(
+        "risk API down, read",
+        200,
+        Method::GET,
+        "/accounts/a1/balance",
+        Some(&u1),
+        &[token("y")],
+    )
+    .await;
     assert_eq!(
         s.upstream
             .last()
@@ -627,17 +641,15 @@ async fn risk_api_down_follows_the_fail_mode() {
         return;
     };
     open.sim.set_outage(Some(503));
-    assert_eq!(
-        open.send(
-            Method::POST,
-            "/accounts/a1/withdraw",
-            Some(&u1),
-            &[token("z")]
-        )
-        .await
-        .status,
-        200
-    );
+    open.expect(
+        "risk API down, fail open, write",
+        200,
+        Method::POST,
+        "/accounts/a1/withdraw",
+        Some(&u1),
+        &[token("z")],
+    )
+    .await;
     assert!(open.riskgate.output().contains("FAILING OPEN"));
 }
 
@@ -675,13 +687,13 @@ async fn trusted_payload_header_cannot_be_forged_by_the_client() {
     );
     assert_eq!(forged.status, 403);
     // With a real JWT, the proxy-written header identifies the user.
-    let real = s
-        .send(
-            Method::GET,
-            "/accounts/a1/balance",
-            Some(&jwt::valid("u1")),
-            &[],
-        )
-        .await;
-    assert_eq!(real.status, 200, "{}", real.body);
+    s.expect(
+        "a real JWT through the trusted header",
+        200,
+        Method::GET,
+        "/accounts/a1/balance",
+        Some(&jwt::valid("u1")),
+        &[],
+    )
+    .await;
 }

@@ -1,5 +1,7 @@
 //! Every row of DESIGN §1.7's answer table through the real gRPC server on a loopback port,
 //! with a tonic client as Envoy's stand-in and the risk API simulator behind riskgate.
+//!
+//! Status checks go through [`expect`], which names the case when the status is wrong.
 
 mod common;
 
@@ -8,8 +10,9 @@ use risk_sim::{ScriptedAction, SimConfig};
 use riskgate::config::FailMode;
 use riskgate::pb::envoy::config::core::v3::HeaderValueOption;
 use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use riskgate::pb::envoy::service::auth::v3::CheckResponse;
+use riskgate::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use serde_json::json;
+use std::collections::HashMap;
 
 fn header<'a>(headers: &'a [HeaderValueOption], key: &str) -> Option<&'a str> {
     headers
@@ -52,12 +55,20 @@ fn answer(r: CheckResponse) -> Answer {
     }
 }
 
-async fn ask(rg: &Running, req: riskgate::pb::envoy::service::auth::v3::CheckRequest) -> Answer {
+async fn ask(rg: &Running, req: CheckRequest) -> Answer {
     let mut client = rg.client().await;
     match client.check(req).await {
         Ok(r) => answer(r.into_inner()),
         Err(e) => panic!("Check returned a gRPC error instead of an answer: {e}"),
     }
+}
+
+/// Sends `req` and asserts the HTTP status of the answer, naming `case` on failure;
+/// returns the answer for the case's further checks.
+async fn expect(rg: &Running, case: &str, req: CheckRequest, status: u16) -> Answer {
+    let a = ask(rg, req).await;
+    assert_eq!(a.status, status, "{case}: body {}", a.body);
+    a
 }
 
 fn sim_with(script: &[(&str, ScriptedAction)]) -> SimConfig {
@@ -73,6 +84,14 @@ fn sim_with(script: &[(&str, ScriptedAction)]) -> SimConfig {
 fn u1() -> Option<(&'static str, serde_json::Value)> {
     Some(("u1", json!({})))
 }
+
+/// A row of the answer table: (case, Check, HTTP status, headers the answer must carry).
+type Row = (
+    &'static str,
+    CheckRequest,
+    u16,
+    &'static [(&'static str, &'static str)],
+);
 
 #[tokio::test]
 async fn every_row_of_the_answer_table() {
@@ -98,182 +117,123 @@ async fn every_row_of_the_answer_table() {
         |_| {},
     )
     .await;
-
-    // malformed CheckRequest → 403
-    let a = ask(
-        &rg,
-        riskgate::pb::envoy::service::auth::v3::CheckRequest::default(),
-    )
-    .await;
-    assert_eq!((a.grpc_code, a.status), (7, 403));
-    // non-canonical path → 403; method override → 403
-    assert_eq!(
-        ask(&rg, check("GET", "/accounts/a1/../a2/balance", u1(), &[]))
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        ask(
-            &rg,
+    let withdraw = |account: &str, token: &'static str| {
+        let path = format!("/accounts/{account}/withdraw");
+        check("POST", &path, u1(), &[("x-action-token", token)])
+    };
+    let mfa = Some((
+        "u1",
+        json!({ "amr": ["pwd", "mfa"], "auth_time": now_ms() / 1000 }),
+    ));
+    // in the answer table's order, each sent once
+    let rows: Vec<Row> = vec![
+        ("malformed CheckRequest", CheckRequest::default(), 403, &[]),
+        (
+            "non-canonical path",
+            check("GET", "/accounts/a1/../a2/balance", u1(), &[]),
+            403,
+            &[],
+        ),
+        (
+            "method override",
             check(
                 "GET",
                 "/accounts/a1/balance",
                 u1(),
-                &[("x-http-method-override", "DELETE")]
-            )
-        )
-        .await
-        .status,
-        403
-    );
-    // no route, default deny → 403
-    assert_eq!(
-        ask(&rg, check("GET", "/nowhere", u1(), &[])).await.status,
-        403
-    );
-    // risk required, no token → 401 asking for the SDK
-    let a = ask(&rg, check("POST", "/accounts/a1/withdraw", u1(), &[])).await;
-    assert_eq!(a.status, 401);
-    assert_eq!(header(&a.headers, "x-risk-challenge"), Some("action_token"));
-    // token bound to another action → 403; API 4xx (unknown token) → 403
-    assert_eq!(
-        ask(
-            &rg,
-            check(
-                "POST",
-                "/accounts/a1/withdraw",
-                u1(),
-                &[("x-action-token", "login-token")]
-            )
-        )
-        .await
-        .status,
-        403
-    );
-    assert_eq!(
-        ask(
-            &rg,
-            check(
-                "POST",
-                "/accounts/a1/withdraw",
-                u1(),
-                &[("x-action-token", "never-scripted")]
-            )
-        )
-        .await
-        .status,
-        403
-    );
-    // DENY → 403; high band → 403
-    assert_eq!(
-        ask(
-            &rg,
-            check(
-                "POST",
-                "/accounts/a1/withdraw",
-                u1(),
-                &[("x-action-token", "deny")]
-            )
-        )
-        .await
-        .status,
-        403
-    );
-    let a = ask(
-        &rg,
-        check(
-            "POST",
-            "/accounts/a1/withdraw",
-            u1(),
-            &[("x-action-token", "high")],
+                &[("x-http-method-override", "DELETE")],
+            ),
+            403,
+            &[],
         ),
-    )
-    .await;
-    assert_eq!(a.status, 403);
+        (
+            "no route, default deny",
+            check("GET", "/nowhere", u1(), &[]),
+            403,
+            &[],
+        ),
+        (
+            "risk required, no token: asks for the SDK",
+            check("POST", "/accounts/a1/withdraw", u1(), &[]),
+            401,
+            &[("x-risk-challenge", "action_token")],
+        ),
+        (
+            "token bound to another action",
+            withdraw("a1", "login-token"),
+            403,
+            &[],
+        ),
+        (
+            "API 4xx (unknown token)",
+            withdraw("a1", "never-scripted"),
+            403,
+            &[],
+        ),
+        ("DENY", withdraw("a1", "deny"), 403, &[]),
+        ("high band", withdraw("a1", "high"), 403, &[]),
+        ("Cedar deny (u1 on a2)", withdraw("a2", "low"), 403, &[]),
+        (
+            "Cedar allow + CHALLENGE, no step-up",
+            withdraw("a1", "challenge"),
+            401,
+            &[("x-risk-challenge", "email_otp")],
+        ),
+        (
+            "Cedar allow + CHALLENGE satisfied by the amr claim",
+            check(
+                "POST",
+                "/accounts/a1/withdraw",
+                mfa,
+                &[("x-action-token", "challenge2")],
+            ),
+            200,
+            &[],
+        ),
+        (
+            "risk API outage, fail mode closed",
+            withdraw("a1", "down"),
+            503,
+            &[("retry-after", "5")],
+        ),
+        (
+            "allow, forged headers sent",
+            check(
+                "POST",
+                "/accounts/a1/withdraw",
+                u1(),
+                &[
+                    ("x-action-token", "low2"),
+                    ("x-user-id", "u2"),
+                    ("x-risk-band", "low"),
+                    ("x-jwt-payload", "e30"),
+                ],
+            ),
+            200,
+            &[],
+        ),
+    ];
+    let mut answers = HashMap::new();
+    for (case, req, status, headers) in rows {
+        let a = expect(&rg, case, req, status).await;
+        for (name, value) in headers {
+            assert_eq!(header(&a.headers, name), Some(*value), "{case}: {name}");
+        }
+        answers.insert(case, a);
+    }
+
+    // malformed: gRPC INVALID_ARGUMENT with the 403
+    assert_eq!(answers["malformed CheckRequest"].grpc_code, 7);
+    let a = &answers["high band"];
     assert!(
         !a.body.contains("high") && !a.body.contains("score") && !a.body.contains("risk"),
         "deny body leaks: {}",
         a.body
     );
-    // Cedar deny (u1 on a2) → 403
-    assert_eq!(
-        ask(
-            &rg,
-            check(
-                "POST",
-                "/accounts/a2/withdraw",
-                u1(),
-                &[("x-action-token", "low")]
-            )
-        )
-        .await
-        .status,
-        403
-    );
-    // Cedar allow + CHALLENGE, no step-up → 401 with challenge headers
-    let a = ask(
-        &rg,
-        check(
-            "POST",
-            "/accounts/a1/withdraw",
-            u1(),
-            &[("x-action-token", "challenge")],
-        ),
-    )
-    .await;
-    assert_eq!(a.status, 401);
-    assert_eq!(header(&a.headers, "x-risk-challenge"), Some("email_otp"));
+    let a = &answers["Cedar allow + CHALLENGE, no step-up"];
     assert!(header(&a.headers, "www-authenticate").is_some());
-    // Cedar allow + CHALLENGE satisfied by the amr claim → 200
-    let mfa = Some((
-        "u1",
-        json!({ "amr": ["pwd", "mfa"], "auth_time": now_ms() / 1000 }),
-    ));
-    assert_eq!(
-        ask(
-            &rg,
-            check(
-                "POST",
-                "/accounts/a1/withdraw",
-                mfa,
-                &[("x-action-token", "challenge2")]
-            )
-        )
-        .await
-        .status,
-        200
-    );
-    // risk API outage, fail mode closed → 503 + retry-after
-    let a = ask(
-        &rg,
-        check(
-            "POST",
-            "/accounts/a1/withdraw",
-            u1(),
-            &[("x-action-token", "down")],
-        ),
-    )
-    .await;
-    assert_eq!(a.status, 503);
-    assert_eq!(header(&a.headers, "retry-after"), Some("5"));
-    // allow → 200 with x-risk-* and principal headers for the upstream, forged ones removed
-    let a = ask(
-        &rg,
-        check(
-            "POST",
-            "/accounts/a1/withdraw",
-            u1(),
-            &[
-                ("x-action-token", "low2"),
-                ("x-user-id", "u2"),
-                ("x-risk-band", "low"),
-                ("x-jwt-payload", "e30"),
-            ],
-        ),
-    )
-    .await;
-    assert_eq!((a.grpc_code, a.status), (0, 200));
+    // allow → x-risk-* and principal headers for the upstream, forged ones removed
+    let a = &answers["allow, forged headers sent"];
+    assert_eq!(a.grpc_code, 0);
     assert_eq!(header(&a.upstream, "x-risk-score"), Some("12.5"));
     assert_eq!(header(&a.upstream, "x-risk-band"), Some("low"));
     assert_eq!(header(&a.upstream, "x-risk-recommendation"), Some("ALLOW"));
@@ -337,28 +297,20 @@ async fn fail_modes_read_only_and_open_through_grpc() {
         })
         .await;
         rg.sim.set_outage(Some(502));
-        let w = ask(
-            &rg,
-            check(
-                "POST",
-                "/accounts/a1/withdraw",
-                u1(),
-                &[("x-action-token", "any")],
-            ),
-        )
-        .await;
-        assert_eq!(w.status, withdraw_status, "{mode:?}");
-        let r = ask(
-            &rg,
-            check(
-                "GET",
-                "/accounts/a1/balance",
-                u1(),
-                &[("x-action-token", "any2")],
-            ),
-        )
-        .await;
-        assert_eq!(r.status, 200, "{mode:?}");
+        let w = check(
+            "POST",
+            "/accounts/a1/withdraw",
+            u1(),
+            &[("x-action-token", "any")],
+        );
+        expect(&rg, &format!("{mode:?} withdraw"), w, withdraw_status).await;
+        let r = check(
+            "GET",
+            "/accounts/a1/balance",
+            u1(),
+            &[("x-action-token", "any2")],
+        );
+        expect(&rg, &format!("{mode:?} balance"), r, 200).await;
         rg.stop().await;
     }
 }
@@ -369,8 +321,8 @@ async fn dry_run_answers_200_for_a_would_be_deny() {
         c.mode = riskgate::config::Mode::DryRun
     })
     .await;
-    let a = ask(&rg, check("GET", "/nowhere", None, &[])).await;
-    assert_eq!((a.grpc_code, a.status), (0, 200));
+    let a = expect(&rg, "no route", check("GET", "/nowhere", None, &[]), 200).await;
+    assert_eq!(a.grpc_code, 0);
     let metrics = reqwest::get(format!("http://{}/metrics", rg.admin)).await;
     let text = match metrics {
         Ok(r) => r.text().await.unwrap_or_default(),
@@ -416,7 +368,6 @@ async fn health_and_readiness_are_served() {
 // --- issue 11: riskgate's own limits, a repeated action token, the 401's challenge ---
 
 use riskgate::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use riskgate::pb::envoy::service::auth::v3::CheckRequest;
 
 fn http_mut(
     c: &mut CheckRequest,
@@ -461,25 +412,21 @@ async fn a_check_over_a_limit_is_refused_with_403_and_counted_by_cause() {
     // header count (limits.max_headers: 256)
     let names: Vec<String> = (0..10_000).map(|i| format!("x-h-{i}")).collect();
     let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
-    assert_eq!(ask(&rg, balance(&many)).await.status, 403, "10,000 headers");
-    assert_eq!(
-        ask(&rg, balance(&many[..256 - PSEUDO])).await.status,
-        200,
-        "256 headers"
-    );
+    expect(&rg, "10,000 headers", balance(&many), 403).await;
+    expect(&rg, "256 headers", balance(&many[..256 - PSEUDO]), 200).await;
 
     // header bytes (limits.max_header_bytes: 128 KiB)
     let mib = "a".repeat(1 << 20);
-    let a = ask(&rg, balance(&[("x-big", &mib)])).await;
-    assert_eq!(a.status, 403, "a 1 MiB header");
+    let a = expect(&rg, "a 1 MiB header", balance(&[("x-big", &mib)]), 403).await;
     assert_eq!(
         a.body.len(),
         r#"{"error":"forbidden","decision_id":""}"#.len() + 32
     );
     let fits = "a".repeat(128 * 1024 - PSEUDO_BYTES - "x-big".len());
-    assert_eq!(ask(&rg, balance(&[("x-big", &fits)])).await.status, 200);
+    expect(&rg, "headers of 128 KiB", balance(&[("x-big", &fits)]), 200).await;
     let over = format!("{fits}a");
-    assert_eq!(ask(&rg, balance(&[("x-big", &over)])).await.status, 403);
+    let over = balance(&[("x-big", &over)]);
+    expect(&rg, "headers of 128 KiB + 1", over, 403).await;
 
     // path (limits.max_path_bytes: 16 KiB), as a direct caller sends it: no :path header
     let long_path = |len: usize| {
@@ -491,9 +438,9 @@ async fn a_check_over_a_limit_is_refused_with_403_and_counted_by_cause() {
         c
     };
     let big = 3_900 * 1024;
-    assert_eq!(ask(&rg, long_path(big)).await.status, 403, "a 3.9 MiB path");
-    assert_eq!(ask(&rg, long_path(16 * 1024)).await.status, 200);
-    assert_eq!(ask(&rg, long_path(16 * 1024 + 1)).await.status, 403);
+    expect(&rg, "a 3.9 MiB path", long_path(big), 403).await;
+    expect(&rg, "a 16 KiB path", long_path(16 * 1024), 200).await;
+    expect(&rg, "a 16 KiB + 1 path", long_path(16 * 1024 + 1), 403).await;
 
     // body (limits.max_body_bytes: 64 KiB)
     let with_body = |len: usize| {
@@ -501,8 +448,8 @@ async fn a_check_over_a_limit_is_refused_with_403_and_counted_by_cause() {
         http_mut(&mut c).body = "b".repeat(len);
         c
     };
-    assert_eq!(ask(&rg, with_body(64 * 1024)).await.status, 200);
-    assert_eq!(ask(&rg, with_body(64 * 1024 + 1)).await.status, 403);
+    expect(&rg, "a 64 KiB body", with_body(64 * 1024), 200).await;
+    expect(&rg, "a 64 KiB + 1 body", with_body(64 * 1024 + 1), 403).await;
 
     // message size (limits.max_message_bytes: 4 MiB): the server refuses to decode it
     let huge = "a".repeat(5 << 20);
@@ -530,8 +477,7 @@ async fn limits_are_configurable_and_dry_run_passes_with_forgeable_headers_strip
     let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
     headers.push(("x-user-id", "u2"));
     headers.push(("x_user_id", "u2"));
-    let a = ask(&rg, balance(&headers)).await;
-    assert_eq!(a.status, 200, "dry run answers 200");
+    let a = expect(&rg, "dry run answers 200", balance(&headers), 200).await;
     for name in ["x-user-id", "x_user_id"] {
         assert!(
             a.removed.iter().any(|h| h == name),
@@ -559,17 +505,14 @@ async fn two_copies_of_the_action_token_are_refused() {
     )
     .await;
     // different case, as a direct gRPC caller can send them in the headers map
-    let a = ask(
-        &rg,
-        check(
-            "POST",
-            "/accounts/a1/withdraw",
-            u1(),
-            &[("X-Action-Token", "low"), ("x-action-token", "low2")],
-        ),
-    )
-    .await;
-    assert_eq!((a.grpc_code, a.status), (7, 403));
+    let twice = check(
+        "POST",
+        "/accounts/a1/withdraw",
+        u1(),
+        &[("X-Action-Token", "low"), ("x-action-token", "low2")],
+    );
+    let a = expect(&rg, "two headers of different case", twice, 403).await;
+    assert_eq!(a.grpc_code, 7);
     // twice in header_map (Envoy's encode_raw_headers)
     let mut c = check("POST", "/accounts/a1/withdraw", u1(), &[]);
     http_mut(&mut c).header_map = Some(HeaderMap {
@@ -582,7 +525,7 @@ async fn two_copies_of_the_action_token_are_refused() {
             })
             .collect(),
     });
-    assert_eq!(ask(&rg, c).await.status, 403);
+    expect(&rg, "twice in header_map", c, 403).await;
     // one copy is fine
     let one = check(
         "POST",
@@ -590,7 +533,7 @@ async fn two_copies_of_the_action_token_are_refused() {
         u1(),
         &[("x-action-token", "low")],
     );
-    assert_eq!(ask(&rg, one).await.status, 200);
+    expect(&rg, "one copy", one, 200).await;
     let text = metrics(&rg).await;
     assert_eq!(
         decisions(&text, "deny", "duplicate_action_token"),
@@ -603,8 +546,8 @@ async fn two_copies_of_the_action_token_are_refused() {
 #[tokio::test]
 async fn the_401_for_a_missing_action_token_carries_www_authenticate() {
     let rg = start(SimConfig::default(), |_| {}).await;
-    let a = ask(&rg, check("POST", "/accounts/a1/withdraw", u1(), &[])).await;
-    assert_eq!(a.status, 401);
+    let no_token = check("POST", "/accounts/a1/withdraw", u1(), &[]);
+    let a = expect(&rg, "a write without a token", no_token, 401).await;
     assert_eq!(header(&a.headers, "x-risk-challenge"), Some("action_token"));
     assert_eq!(
         header(&a.headers, "www-authenticate"),

@@ -107,6 +107,10 @@ async fn check_spans_continue_the_incoming_trace() {
     rg.stop().await;
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the OTel SDK reads only the environment; this binary's one test sets it before the exporter starts"
+)]
 fn set_otlp_env(endpoint: &str) {
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");

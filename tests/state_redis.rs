@@ -9,20 +9,15 @@
 
 mod support;
 
+use riskgate::clock::now_ms;
 use riskgate::config::{OnFailure, RedisConfig, StateConfig, StoreKind};
 use riskgate::state::{self, Key, NoObserver, StateObserver, StateStore, StoreError, UseOutcome};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use support::procs::TestDir;
 use support::redis::{binaries, Cluster, Redis, TlsFiles};
 use support::wait::{env_ms, ready_timeout};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 fn config(redis: RedisConfig) -> StateConfig {
     StateConfig {

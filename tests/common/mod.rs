@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// Path inside the repository.
@@ -40,12 +40,8 @@ pub fn ms(var: &str, default: u64) -> Duration {
     )
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// The wall clock riskgate reads (epoch ms), so tests and stages agree.
+pub use riskgate::clock::now_ms;
 
 /// The shipped `deploy/riskgate.yaml`, pointed at `risk_base_url` with a test secret file.
 pub fn example_config(risk_base_url: &str) -> Config {

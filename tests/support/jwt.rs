@@ -7,8 +7,6 @@
 //! client.get(url).bearer_auth(&token)
 //! ```
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
 
@@ -23,12 +21,9 @@ pub const LIFETIME_S: i64 = 600;
 
 const SIGNING_KEY_PEM: &str = include_str!("../data/jwt/signing-key.pem");
 
+/// Now in epoch seconds, from the wall clock riskgate reads.
 fn now() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs();
-    i64::try_from(secs).expect("seconds since 1970 fit in i64")
+    riskgate::clock::now_ms() / 1000
 }
 
 /// A set of claims, built up with [`Claims::with`].

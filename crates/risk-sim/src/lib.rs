@@ -27,6 +27,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![warn(missing_docs)]
 
 mod body;
 mod handlers;

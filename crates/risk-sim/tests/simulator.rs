@@ -86,6 +86,10 @@ fn is_hex64(value: &Value) -> bool {
         .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the simulator's tests read the clock the simulator reads, not riskgate's"
+)]
 fn now_ms() -> u64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
