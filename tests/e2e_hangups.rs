@@ -15,7 +15,7 @@
 //! tests; below the budget, so the fetch itself succeeds), `RISKGATE_TEST_HANGUP_CLIENT_MS` (30,
 //! when a client hangs up; well below the API delay), `RISKGATE_TEST_HANGUP_BUDGET_MS` (600,
 //! riskgate's `risk.budget` there; below Envoy's 1 s ext_authz timeout),
-//! `RISKGATE_TEST_HANGUP_RESERVE_MS` (100, `risk.deadline_reserve` for the short-deadline Checks,
+//! `RISKGATE_TEST_HANGUP_RESERVE_MS` (250, `risk.deadline_reserve` for the short-deadline Checks,
 //! which are sent with `grpc-timeout` = reserve + 1 ms), `RISKGATE_TEST_SLOW_API_DELAY_MS` (600)
 //! and `RISKGATE_TEST_SLOW_API_BUDGET_MS` (200, the single-flight test: the API slower than the
 //! budget), `RISKGATE_TEST_SLOW_API_STAGGER_MS` (20, between two of its Checks), plus the
@@ -245,6 +245,9 @@ async fn clients_hanging_up_mid_fetch_do_not_open_the_breaker() {
         .timeout(hang_up_after)
         .build()
         .expect("build the impatient client");
+    // answers that came back before the client hung up (before the fix: fail-open 200s
+    // once the hang-ups had opened the breaker)
+    let mut answered = Vec::new();
     for t in &tokens {
         let result = impatient
             .post(s.envoy.url("/accounts/a1/withdraw"))
@@ -256,27 +259,16 @@ async fn clients_hanging_up_mid_fetch_do_not_open_the_breaker() {
             .await;
         match result {
             Err(e) if e.is_timeout() => {}
-            other => panic!(
-                "the client must hang up before riskgate answers (raise \
-                 RISKGATE_TEST_HANGUP_API_DELAY_MS?): {other:?}"
-            ),
+            Err(e) => panic!("{t}: {e}"),
+            Ok(resp) => answered.push((t.clone(), resp.status().as_u16())),
         }
     }
-    // every Check reached the API before its client hung up
-    wait_for_api_calls(&s.sim, HANGUPS as u64 + 1).await;
-    assert!(
-        s.envoy
-            .stat("http.ingress_http.downstream_cx_destroy_remote_active_rq")
-            .await
-            >= HANGUPS as u64,
-        "Envoy saw the clients hang up with their requests active"
-    );
-    // the abandoned fetches run on and succeed (the breaker hears a success from each)
-    let text = scrape_when(|| s.metrics(), API_OK, HANGUPS as f64 + 1.0).await;
+    let text = s.metrics().await;
     assert_eq!(
         common::metric(&text, BREAKER_STATE),
         0.0,
-        "breaker closed (0) after {HANGUPS} hang-ups:\n{text}"
+        "breaker closed (0) after {HANGUPS} hang-ups (answered before the hang-up: \
+         {answered:?}):\n{text}"
     );
 
     assert_eq!(
@@ -298,6 +290,22 @@ async fn clients_hanging_up_mid_fetch_do_not_open_the_breaker() {
         "fail_mode closed: a normal token is served, not 503"
     );
 
+    assert!(
+        answered.is_empty(),
+        "every client must hang up before riskgate answers (raise \
+         RISKGATE_TEST_HANGUP_API_DELAY_MS?): {answered:?}"
+    );
+    // every Check reached the API before its client hung up
+    wait_for_api_calls(&s.sim, HANGUPS as u64 + 1).await;
+    assert!(
+        s.envoy
+            .stat("http.ingress_http.downstream_cx_destroy_remote_active_rq")
+            .await
+            >= HANGUPS as u64,
+        "Envoy saw the clients hang up with their requests active"
+    );
+    // the abandoned fetches ran on and succeeded (the breaker heard a success from each)
+    scrape_when(|| s.metrics(), API_OK, (1 + HANGUPS + 3) as f64).await;
     // one API call per hung-up token, each completed: the cache answers the retry
     let text = s.metrics().await;
     assert_eq!(
@@ -369,7 +377,7 @@ fn withdraw(token: &str) -> CheckRequest {
 async fn a_deadline_just_above_the_reserve_gets_503_and_spends_no_breaker_count() {
     const CHECKS: usize = 5;
     let delay = api_delay();
-    let reserve = env_ms("RISKGATE_TEST_HANGUP_RESERVE_MS", 100);
+    let reserve = env_ms("RISKGATE_TEST_HANGUP_RESERVE_MS", 250);
     let budget = env_ms("RISKGATE_TEST_HANGUP_BUDGET_MS", 600);
     assert!(delay < budget, "the fetch must fit the budget");
     for mode in [FailMode::Open, FailMode::ReadOnly, FailMode::Closed] {
