@@ -126,12 +126,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Listen {
-    /// ext_authz gRPC (Check, health, reflection).
+    /// ext_authz gRPC (Check, health; reflection when `reflection` is set).
     pub grpc: SocketAddr,
     /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`.
     pub admin: SocketAddr,
     /// TLS (and client certificates) on the gRPC listener; absent = plaintext.
     pub tls: Option<TlsConfig>,
+    /// Serve gRPC server reflection on the gRPC port. Off by default: it lists riskgate's
+    /// services to any caller, which only debugging tools (grpcurl) need.
+    pub reflection: bool,
 }
 
 impl Default for Listen {
@@ -140,6 +143,7 @@ impl Default for Listen {
             grpc: SocketAddr::from(([0, 0, 0, 0], 9001)),
             admin: SocketAddr::from(([0, 0, 0, 0], 9002)),
             tls: None,
+            reflection: false,
         }
     }
 }
@@ -411,6 +415,7 @@ mod tests {
         assert_eq!(c.listen.grpc, SocketAddr::from(([0, 0, 0, 0], 9001)));
         assert_eq!(c.listen.admin, SocketAddr::from(([0, 0, 0, 0], 9002)));
         assert_eq!(c.listen.tls, None);
+        assert!(!c.listen.reflection, "reflection off unless configured");
         assert_eq!(c.mode, Mode::Enforce);
         assert_eq!(c.default, DefaultAnswer::Deny);
         assert_eq!(c.reload.poll, ms(1_000));

@@ -555,3 +555,63 @@ async fn the_401_for_a_missing_action_token_carries_www_authenticate() {
     );
     rg.stop().await;
 }
+
+// --- issue 11 item 4: gRPC reflection only when configured ---
+
+/// The service names reflection lists, or the gRPC code the port answers instead.
+async fn reflected_services(rg: &Running) -> Result<Vec<String>, tonic::Code> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let channel = match tonic::transport::Channel::from_shared(format!("http://{}", rg.grpc)) {
+        Ok(c) => c.connect().await,
+        Err(e) => panic!("{e}"),
+    };
+    let mut client = match channel {
+        Ok(c) => ServerReflectionClient::new(c),
+        Err(e) => panic!("cannot connect to riskgate: {e}"),
+    };
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(futures_util::stream::iter([list]))
+        .await
+        .map_err(|s| s.code())?
+        .into_inner();
+    match answers.message().await.map_err(|s| s.code())? {
+        Some(answer) => match answer.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                Ok(l.service.into_iter().map(|s| s.name).collect())
+            }
+            other => panic!("not a list of services: {other:?}"),
+        },
+        None => panic!("reflection answered nothing"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_is_served_only_when_configured() {
+    let rg = start(SimConfig::default(), |_| {}).await;
+    assert_eq!(
+        reflected_services(&rg).await,
+        Err(tonic::Code::Unimplemented),
+        "reflection is off by default"
+    );
+    rg.stop().await;
+
+    let rg = start(SimConfig::default(), |c| c.listen.reflection = true).await;
+    let services = match reflected_services(&rg).await {
+        Ok(s) => s,
+        Err(code) => panic!("listen.reflection: true, yet reflection answers {code:?}"),
+    };
+    assert!(
+        services
+            .iter()
+            .any(|s| s == "envoy.service.auth.v3.Authorization"),
+        "{services:?}"
+    );
+    rg.stop().await;
+}

@@ -208,10 +208,16 @@ impl Bound {
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<Authz>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(std::io::Error::other)?;
+        // reflection lists the services to any caller: only when configured
+        let reflection = if app.config.listen.reflection {
+            let service = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(std::io::Error::other)?;
+            Some(service)
+        } else {
+            None
+        };
         let limits = app.config.limits.clone();
         let max_message = limits.max_message_bytes;
         let service =
@@ -255,7 +261,7 @@ impl Bound {
 
         let router = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_optional_service(reflection)
             .add_service(AuthorizationServer::new(service).max_decoding_message_size(max_message));
         let stop = reached(phase.clone(), Phase::Stopping);
         let (server, tls_watcher) = match tls {
