@@ -68,7 +68,7 @@ impl DecideSettings {
             fail_mode: risk.fail_mode,
             bands: risk.bands,
             max_age_ms: millis(risk.max_age),
-            clock_skew_ms: 60_000,
+            clock_skew_ms: millis(risk.clock_skew),
             retry_after_s: u32::try_from(risk.retry_after.as_secs()).unwrap_or(u32::MAX),
             default_challenge: risk.default_challenge,
         }

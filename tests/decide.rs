@@ -378,6 +378,27 @@ async fn token_binding_rules() {
     }
 }
 
+/// `risk.clock_skew` moves the edge of "from the future" (typed and legacy spelling).
+#[tokio::test]
+async fn the_clock_skew_is_configurable() {
+    for yaml in ["clock_skew: 10s", "clock_skew_ms: 10000"] {
+        let (mut config, risk) = setup();
+        let parsed: Result<riskgate::config::RiskConfig, _> = serde_yaml_ng::from_str(yaml);
+        let Ok(parsed) = parsed else {
+            panic!("{yaml}: {parsed:?}");
+        };
+        if let Some(r) = config.risk.as_mut() {
+            r.clock_skew = parsed.clock_skew;
+        }
+        let mut ahead = rec(5.0, R::Allow, "withdraw", Some("u1"));
+        ahead.action_performed_at_ms += 30_000;
+        risk.set("ahead", Ok(ahead));
+        let req = as_u1("POST", "/accounts/a1/withdraw", Some("ahead"));
+        let want = deny(DenyReason::Binding(BindingViolation::FromTheFuture));
+        expect(&config, &risk, yaml, req, want).await;
+    }
+}
+
 #[tokio::test]
 async fn write_token_authorizes_once_reads_any_number_of_times() {
     let (config, risk) = setup();

@@ -16,6 +16,7 @@ pub(crate) const RENAMED: &[(&str, &str)] = &[
     ("budget", "budget_ms"),
     ("deadline_reserve", "deadline_reserve_ms"),
     ("max_age", "max_age_ms"),
+    ("clock_skew", "clock_skew_ms"),
     ("retry_after", "retry_after_s"),
     ("ttl", "ttl_ms"),
     ("open", "open_ms"),

@@ -36,6 +36,11 @@ pub struct RiskConfig {
     /// `max_age_ms`).
     #[serde(alias = "max_age_ms", deserialize_with = "duration::millis")]
     pub max_age: Duration,
+    /// How far the risk API's and the identity provider's clocks may run ahead of ours: an
+    /// `action_performed_at` or an `auth_time` later than now plus this is refused (it would
+    /// pass every age check for longer than allowed). Legacy spelling `clock_skew_ms`.
+    #[serde(alias = "clock_skew_ms", deserialize_with = "duration::millis")]
+    pub clock_skew: Duration,
     /// Largest response body accepted from the API.
     pub max_response_bytes: usize,
     /// Per-action recommendation cache.
@@ -68,6 +73,7 @@ impl Default for RiskConfig {
             budget: Duration::from_millis(250),
             deadline_reserve: Duration::from_millis(20),
             max_age: Duration::from_secs(300),
+            clock_skew: Duration::from_secs(60),
             max_response_bytes: 256 * 1024,
             cache: CacheConfig::default(),
             fail_mode: FailMode::default(),
