@@ -13,7 +13,8 @@
 //!
 //! Timings (ms, all optional): `RISKGATE_TEST_STATE_TIMEOUT_MS` (1000, riskgate's store
 //! operation timeout), `RISKGATE_TEST_STATE_BREAKER_OPEN_MS` (200), `RISKGATE_TEST_OUTAGE_LOAD_MS`
-//! (600, load before the kill, during the outage, and again after the restart).
+//! (600, each load phase: before the kill, across it, during the outage, after the restart),
+//! `RISKGATE_TEST_OUTAGE_KILL_AFTER_MS` (200, when in its phase the store is stopped).
 //! Sizes: `RISKGATE_TEST_REPLICAS` (3), `RISKGATE_TEST_RACE_TRIALS` (50).
 #![allow(
     clippy::expect_used,
@@ -55,7 +56,8 @@ struct Replicas {
     rgs: Vec<Riskgate>,
     _upstream: Upstream,
     sim: SimHandle,
-    redis: Redis,
+    /// Behind a lock so a test can stop it while a load borrows the rest.
+    redis: tokio::sync::Mutex<Redis>,
     dir: TestDir,
     _rg_dirs: Vec<TestDir>,
 }
@@ -150,7 +152,7 @@ impl Replicas {
             rgs,
             _upstream: upstream,
             sim,
-            redis,
+            redis: tokio::sync::Mutex::new(redis),
             dir,
             _rg_dirs: rg_dirs,
         })
@@ -343,7 +345,7 @@ async fn load(
 #[tokio::test]
 async fn store_outage_fails_writes_closed_and_recovers_on_restart() {
     let n = env_count("RISKGATE_TEST_REPLICAS", 3);
-    let Some(mut s) = Replicas::start("store_outage_fails_closed", n, true).await else {
+    let Some(s) = Replicas::start("store_outage_fails_closed", n, true).await else {
         return;
     };
     let phase_len = env_ms("RISKGATE_TEST_OUTAGE_LOAD_MS", 600);
@@ -357,7 +359,17 @@ async fn store_outage_fails_writes_closed_and_recovers_on_restart() {
     let mut next = 0;
     load(&s, &u1, "before", &mut next, phase_len, &mut sent).await;
 
-    s.redis.kill();
+    // stopped while writes and reads are in flight: each answer is whatever the store gave
+    let kill_after = env_ms("RISKGATE_TEST_OUTAGE_KILL_AFTER_MS", 200);
+    let mut during = Vec::new();
+    tokio::join!(
+        load(&s, &u1, "kill", &mut next, phase_len, &mut during),
+        async {
+            tokio::time::sleep(kill_after).await;
+            s.redis.lock().await.kill();
+        }
+    );
+    sent.extend(during);
     load(&s, &u1, "outage", &mut next, phase_len, &mut sent).await;
     for _ in 0..n {
         let (status, retry_after) = s.write(&u1, "before").await;
@@ -365,8 +377,7 @@ async fn store_outage_fails_writes_closed_and_recovers_on_restart() {
         assert!(retry_after, "503 carries retry-after");
     }
 
-    let dir = &s.dir;
-    s.redis.restart(dir).await;
+    s.redis.lock().await.restart(&s.dir).await;
     // writes work again without restarting riskgate (after the store breaker's open period)
     let recovered = wait::until("writes after the restart", wait::ready_timeout(), || {
         let token = format!("probe-{next}");
