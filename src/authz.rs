@@ -92,7 +92,11 @@ impl AuthzService {
                 self.refused(check, DenyReason::DuplicateActionToken)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "malformed check request denied");
+                static MALFORMED: crate::log_limit::LogLimit =
+                    crate::log_limit::LogLimit::per(1_000);
+                if let Some(suppressed) = MALFORMED.admit() {
+                    tracing::warn!(error = %e, suppressed, "malformed check request denied");
+                }
                 let mut d = Decision::new(None);
                 d.verdict = Verdict::Deny(DenyReason::Malformed("check request"));
                 d

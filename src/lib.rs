@@ -87,6 +87,7 @@ pub mod config;
 pub mod decide;
 pub mod decision;
 pub mod identity;
+pub mod log_limit;
 pub mod offline;
 pub mod policy;
 pub mod request;

@@ -10,6 +10,7 @@
 
 use super::risk::{BindingViolation, RiskOutcome};
 use crate::decision::DenyReason;
+use crate::log_limit::LogLimit;
 use crate::policy::PolicySnapshot;
 use crate::routes::Route;
 use crate::state::{Key, StateStore, UseOutcome};
@@ -40,11 +41,17 @@ pub async fn consume(
         Ok(UseOutcome::Allowed) => Ok(()),
         Ok(UseOutcome::UsedUp) => Err(DenyReason::Binding(BindingViolation::UsedUp)),
         Ok(UseOutcome::Full) => {
-            tracing::warn!("use ledger full of live actions: write denied");
+            static FULL: LogLimit = LogLimit::per(1_000);
+            if let Some(suppressed) = FULL.admit() {
+                tracing::warn!(suppressed, "use ledger full of live actions: write denied");
+            }
             Err(DenyReason::Binding(BindingViolation::LedgerFull))
         }
         Err(e) => {
-            tracing::warn!(error = %e, store = store.kind(), "state store cannot count a use: denied");
+            static DOWN: LogLimit = LogLimit::per(1_000);
+            if let Some(suppressed) = DOWN.admit() {
+                tracing::warn!(error = %e, store = store.kind(), suppressed, "state store cannot count a use: denied");
+            }
             Err(DenyReason::StateUnavailable {
                 retry_after_s: limits.retry_after_s,
             })

@@ -4,6 +4,7 @@
 
 use super::Band;
 use crate::decision::DenyReason;
+use crate::log_limit::LogLimit;
 use crate::risk::FetchError;
 use serde::Deserialize;
 
@@ -30,20 +31,39 @@ impl FailMode {
         }
     }
 
-    /// Applies the mode to `outage`: the band the outage stands in for, or the 503.
+    /// Applies the mode to `outage`: the band the outage stands in for, or the 503. Logs
+    /// at most one line per second per mode (with the count of the Checks in between);
+    /// every decision is still in the audit log and the metrics.
     pub fn apply(self, outage: &FetchError, retry_after_s: u32) -> Result<Band, DenyReason> {
+        static CLOSED: LogLimit = LogLimit::per(1_000);
+        static READ_ONLY: LogLimit = LogLimit::per(1_000);
+        static OPEN: LogLimit = LogLimit::per(1_000);
         let cause = outage.label();
         match self {
             FailMode::Closed => {
-                tracing::warn!(cause, "risk api outage: failing closed");
+                if let Some(suppressed) = CLOSED.admit() {
+                    tracing::warn!(cause, suppressed, "risk api outage: failing closed");
+                }
                 Err(DenyReason::RiskUnavailable { retry_after_s })
             }
             FailMode::ReadOnly => {
-                tracing::warn!(cause, "risk api outage: read-only (band medium)");
+                if let Some(suppressed) = READ_ONLY.admit() {
+                    tracing::warn!(
+                        cause,
+                        suppressed,
+                        "risk api outage: read-only (band medium)"
+                    );
+                }
                 Ok(Band::Medium)
             }
             FailMode::Open => {
-                tracing::error!(cause, "risk api outage: FAILING OPEN (band low)");
+                if let Some(suppressed) = OPEN.admit() {
+                    tracing::error!(
+                        cause,
+                        suppressed,
+                        "risk api outage: FAILING OPEN (band low)"
+                    );
+                }
                 Ok(Band::Low)
             }
         }
