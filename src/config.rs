@@ -23,7 +23,7 @@ pub use limits::LimitsConfig;
 pub use risk::{
     BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
 };
-pub use routes::{DefaultAnswer, HostConfig, ResourceSpec, RiskMode, RouteConfig};
+pub use routes::{DefaultAnswer, HostConfig, NearMiss, ResourceSpec, RiskMode, RouteConfig};
 pub use state::{OnFailure, RedisConfig, StateConfig, StoreKind};
 pub use tls::TlsConfig;
 
