@@ -21,7 +21,8 @@ pub use identity::{
 pub use lifecycle::{ReloadConfig, ShutdownConfig};
 pub use limits::LimitsConfig;
 pub use risk::{
-    BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
+    BandThresholds, BreakerConfig, CacheConfig, FailMode, NegativeCacheConfig, Region, RiskConfig,
+    TokenRefreshConfig,
 };
 pub use routes::{DefaultAnswer, HostConfig, NearMiss, ResourceSpec, RiskMode, RouteConfig};
 pub use state::{OnFailure, RedisConfig, StateConfig, StoreKind};

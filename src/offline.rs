@@ -91,6 +91,8 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
             ttl: Duration::from_secs(60),
             max_age: Duration::from_secs(3600),
             max_entries: 16,
+            negative_ttl: Duration::ZERO,
+            negative_max_entries: 0,
         },
         None,
     );
