@@ -225,6 +225,20 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
             Err(problems) => v.problems.extend(problems.iter().map(ToString::to_string)),
         }
     }
+    let hops = config.client_address.xff_trusted_hops;
+    for path in &proxies.envoy {
+        // a file that cannot be read is already reported by the timeout check above
+        if let Ok((text, docs)) = proxy::read_documents(path) {
+            let problems = proxy::xff::envoy_problems(path, &docs, &text, hops);
+            if problems.is_empty() {
+                v.checked.push(format!(
+                    "{}: client address agrees with client_address.xff_trusted_hops {hops}",
+                    path.display()
+                ));
+            }
+            v.problems.extend(problems.iter().map(ToString::to_string));
+        }
+    }
     if let Some(h) = &config.identity.trusted_header {
         v.problems.extend(trusted_header_problems(&h.name, proxies));
         if !proxies.envoy.is_empty() || !proxies.istio.is_empty() {
