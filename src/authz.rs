@@ -4,11 +4,12 @@
 //! → `CheckResponse`. A malformed CheckRequest is denied (403), never an error and never
 //! an allow.
 
+pub mod client_ip;
 pub mod extract;
 pub mod respond;
 
 use crate::audit::AuditSink;
-use crate::config::{LimitsConfig, Mode};
+use crate::config::{ClientAddressConfig, LimitsConfig, Mode};
 use crate::decide::Decider;
 use crate::decision::{Decision, DenyReason, Verdict};
 use crate::pb::envoy::service::auth::v3::authorization_server::Authorization;
@@ -46,6 +47,7 @@ impl AuthzService {
         let edge = extract::EdgeRules {
             limits: LimitsConfig::default(),
             single: vec![decider.settings().token_header.clone()],
+            xff_trusted_hops: 0,
         };
         AuthzService {
             decider,
@@ -59,6 +61,12 @@ impl AuthzService {
     /// Enforces `limits` (`limits` in the config) instead of the defaults.
     pub fn with_limits(mut self, limits: LimitsConfig) -> AuthzService {
         self.edge.limits = limits;
+        self
+    }
+
+    /// Takes the client address as `client_address` says instead of the TCP peer.
+    pub fn with_client_address(mut self, client: ClientAddressConfig) -> AuthzService {
+        self.edge.xff_trusted_hops = client.xff_trusted_hops;
         self
     }
 
@@ -90,6 +98,10 @@ impl AuthzService {
             }
             Err(extract::ExtractError::Repeated) => {
                 self.refused(check, DenyReason::DuplicateActionToken)
+            }
+            Err(extract::ExtractError::ClientAddress(e)) => {
+                tracing::debug!(error = %e, "check request without a trustworthy client address");
+                self.refused(check, DenyReason::Malformed("client address"))
             }
             Err(e) => {
                 static MALFORMED: crate::log_limit::LogLimit =

@@ -4,6 +4,7 @@
 //! Unknown fields are rejected (`deny_unknown_fields`) so a typo fails start-up with a
 //! message naming the field instead of silently falling back to a default.
 
+mod client_address;
 pub mod duration;
 mod identity;
 mod lifecycle;
@@ -15,15 +16,17 @@ mod state;
 mod strip;
 mod tls;
 
+pub use client_address::ClientAddressConfig;
 pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
 };
 pub use lifecycle::{ReloadConfig, ShutdownConfig};
 pub use limits::LimitsConfig;
 pub use risk::{
-    BandThresholds, BreakerConfig, CacheConfig, FailMode, Region, RiskConfig, TokenRefreshConfig,
+    BandThresholds, BreakerConfig, CacheConfig, FailMode, NegativeCacheConfig, Region, RiskConfig,
+    TokenRefreshConfig,
 };
-pub use routes::{DefaultAnswer, HostConfig, ResourceSpec, RiskMode, RouteConfig};
+pub use routes::{DefaultAnswer, HostConfig, NearMiss, ResourceSpec, RiskMode, RouteConfig};
 pub use state::{OnFailure, RedisConfig, StateConfig, StoreKind};
 pub use tls::TlsConfig;
 
@@ -120,6 +123,9 @@ pub struct Config {
     /// Where state shared across replicas lives (use ledger, ...); default per replica.
     #[serde(default)]
     pub state: StateConfig,
+    /// Which address is the client's (`x-forwarded-for` hops to trust).
+    #[serde(default)]
+    pub client_address: ClientAddressConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -372,6 +378,10 @@ impl Config {
         check("shutdown", self.shutdown == running.shutdown);
         check("limits", self.limits == running.limits);
         check("state", self.state == running.state);
+        check(
+            "client_address",
+            self.client_address == running.client_address,
+        );
         changed
     }
 }

@@ -165,6 +165,7 @@ impl Decider {
                 d.route = Some(why.into());
                 return Ok(());
             }
+            Routed::NearMiss(near) => return Err(route::near_miss(d, near)),
         };
         record_route(d, route, &resource_id);
 

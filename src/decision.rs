@@ -25,6 +25,9 @@ pub enum DenyReason {
     MethodOverride,
     /// No route and the default is deny.
     NoRoute,
+    /// No route as sent, but one if case or a trailing slash were ignored, which many
+    /// upstreams do: denied whatever the host's default (`hosts[].near_miss`).
+    NearMissPath,
     /// A verified identity source was present but unusable.
     BadIdentity,
     /// The route requires risk but no action token came: run the SDK and retry.
@@ -119,6 +122,7 @@ impl DenyReason {
             DenyReason::NonCanonicalPath(_) => "non_canonical_path",
             DenyReason::MethodOverride => "method_override",
             DenyReason::NoRoute => "no_route",
+            DenyReason::NearMissPath => "near_miss_path",
             DenyReason::BadIdentity => "bad_identity",
             DenyReason::ActionTokenRequired => "action_token_required",
             DenyReason::TokenRejected => "token_rejected",
@@ -329,6 +333,7 @@ mod tests {
             DenyReason::Malformed("x"),
             DenyReason::MethodOverride,
             DenyReason::NoRoute,
+            DenyReason::NearMissPath,
             DenyReason::TokenRejected,
             DenyReason::Binding(BindingViolation::UsedUp),
             DenyReason::RiskDeny,

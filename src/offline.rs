@@ -91,6 +91,8 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
             ttl: Duration::from_secs(60),
             max_age: Duration::from_secs(3600),
             max_entries: 16,
+            negative_ttl: Duration::ZERO,
+            negative_max_entries: 0,
         },
         None,
     );
@@ -223,6 +225,20 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
                     && proxy::read_documents(path)
                         .is_ok_and(|(_, docs)| proxy::trust::has_istio_resources(&docs)) => {}
             Err(problems) => v.problems.extend(problems.iter().map(ToString::to_string)),
+        }
+    }
+    let hops = config.client_address.xff_trusted_hops;
+    for path in &proxies.envoy {
+        // a file that cannot be read is already reported by the timeout check above
+        if let Ok((text, docs)) = proxy::read_documents(path) {
+            let problems = proxy::xff::envoy_problems(path, &docs, &text, hops);
+            if problems.is_empty() {
+                v.checked.push(format!(
+                    "{}: client address agrees with client_address.xff_trusted_hops {hops}",
+                    path.display()
+                ));
+            }
+            v.problems.extend(problems.iter().map(ToString::to_string));
         }
     }
     if let Some(h) = &config.identity.trusted_header {

@@ -19,7 +19,10 @@ pub struct AccessRequest {
     pub host: String,
     /// Request headers, keys lower-case.
     pub headers: HashMap<String, String>,
-    /// Downstream client address.
+    /// The client's address — the one definition, read by Cedar's `context.request.ip` and
+    /// by anything keyed by client: the Check's `source.address`, or the trusted
+    /// `x-forwarded-for` entry under `client_address.xff_trusted_hops`
+    /// ([`crate::config::ClientAddressConfig`]).
     pub source_ip: Option<IpAddr>,
     /// `x-request-id` (Envoy's request id).
     pub request_id: Option<String>,

@@ -74,5 +74,7 @@ pub fn settings_from(config: &RiskConfig) -> AssessorSettings {
         ttl: config.cache.ttl,
         max_age: config.max_age,
         max_entries: config.cache.max_entries,
+        negative_ttl: config.negative_cache.ttl,
+        negative_max_entries: config.negative_cache.max_entries,
     }
 }

@@ -2,10 +2,14 @@
 //! route's risk settings. Compiled once into radix trees (`matchit`), one per host and
 //! method, so lookup cost does not grow with the number of routes and two hosts with the
 //! same path never collide.
+//!
+//! Beside each tree sits a second one over the templates normalised (lower-cased, no
+//! trailing slash): consulted only after a miss, it tells a near-miss path
+//! (`/Accounts/a1/withdraw/`) from a path that is simply unknown.
 
 use crate::canonical;
 use crate::config::{
-    ConfigError, DefaultAnswer, FailMode, HostConfig, ResourceSpec, RiskMode, RouteConfig,
+    ConfigError, DefaultAnswer, FailMode, HostConfig, NearMiss, ResourceSpec, RiskMode, RouteConfig,
 };
 use std::collections::HashMap;
 
@@ -42,6 +46,12 @@ pub enum Lookup<'a> {
     },
     /// A CORS preflight on a host that allows them.
     CorsPreflight,
+    /// No route matched as sent, but `route` would if case or a trailing slash were
+    /// ignored, and the host denies near misses.
+    NearMiss {
+        /// The route the path nearly matched.
+        route: &'a Route,
+    },
     /// Nothing matched; the answer configured for this host (or globally).
     Unmatched(DefaultAnswer),
 }
@@ -68,12 +78,25 @@ impl MethodTrees {
     }
 }
 
+/// A path as the near-miss trees store it: ASCII lower-case, without a trailing slash
+/// (the root stays `/`). Templates and request paths go through the same function.
+fn near_miss_key(path: &str) -> String {
+    let trimmed = match path.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => path,
+    };
+    trimmed.to_ascii_lowercase()
+}
+
 /// All routes, compiled.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
     by_host: HashMap<String, MethodTrees>,
     any_host: MethodTrees,
+    /// The same templates under [`near_miss_key`], per host and for any host.
+    near_by_host: HashMap<String, MethodTrees>,
+    near_any_host: MethodTrees,
     hosts: HashMap<String, HostConfig>,
     default: DefaultAnswer,
 }
@@ -98,6 +121,14 @@ impl RouteTable {
             trees.insert(&rc.method, &rc.path, i).map_err(|e| {
                 ConfigError::field(format!("routes[{i}].path"), format!("`{}`: {e}", rc.path))
             })?;
+            let near = match &host {
+                Some(h) => table.near_by_host.entry(h.clone()).or_default(),
+                None => &mut table.near_any_host,
+            };
+            // Two templates that differ only in case or a trailing slash normalise to one
+            // (or to conflicting parameter names): the first one kept already answers
+            // "near a route" for every path the other would, so the conflict is moot.
+            let _ = near.insert(&rc.method, &near_miss_key(&rc.path), i);
             table.routes.push(Route {
                 name: format!("{} {}{}", rc.method, host.as_deref().unwrap_or(""), rc.path),
                 action: rc.action.clone(),
@@ -139,6 +170,12 @@ impl RouteTable {
             if preflight && settings.is_some_and(|s| s.cors_preflight) {
                 return Ok(Lookup::CorsPreflight);
             }
+            let near_miss = settings.map_or(NearMiss::Deny, |s| s.near_miss);
+            if near_miss == NearMiss::Deny {
+                if let Some(route) = self.near_miss(host, method, path) {
+                    return Ok(Lookup::NearMiss { route });
+                }
+            }
             let answer = settings.and_then(|s| s.default).unwrap_or(self.default);
             return Ok(Lookup::Unmatched(answer));
         };
@@ -161,6 +198,18 @@ impl RouteTable {
         };
         Ok(Lookup::Matched { route, resource_id })
     }
+
+    /// The route `path` would match if case and a trailing slash were ignored (only asked
+    /// after an exact miss, so the normal path pays nothing).
+    fn near_miss(&self, host: &str, method: &str, path: &str) -> Option<&Route> {
+        let key = near_miss_key(path);
+        let found = self
+            .near_by_host
+            .get(host)
+            .and_then(|t| t.at(method, &key))
+            .or_else(|| self.near_any_host.at(method, &key))?;
+        self.routes.get(*found.value)
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +225,7 @@ mod tests {
             host: "open.example".into(),
             default: Some(DefaultAnswer::Allow),
             cors_preflight: true,
+            near_miss: NearMiss::Deny,
         }];
         match RouteTable::build(&routes, &hosts, DefaultAnswer::Deny) {
             Ok(t) => t,
@@ -269,6 +319,84 @@ mod tests {
         let got = action_of(t.lookup("x", "GET", "/accounts/a1%22%29/balance", false)?);
         assert_eq!(got.map(|g| g.1).as_deref(), Some("a1\")"));
         Ok(())
+    }
+
+    fn near_table(near_miss: NearMiss) -> RouteTable {
+        let routes: Vec<RouteConfig> = match serde_yaml_ng::from_str(ROUTES) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let hosts = vec![HostConfig {
+            host: "bank.example".into(),
+            default: Some(DefaultAnswer::Allow),
+            cors_preflight: false,
+            near_miss,
+        }];
+        match RouteTable::build(&routes, &hosts, DefaultAnswer::Allow) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn near_route(l: Lookup<'_>) -> Option<String> {
+        match l {
+            Lookup::NearMiss { route } => Some(route.action.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn case_and_trailing_slash_variants_are_near_misses() -> Result<(), BadParameter> {
+        let t = near_table(NearMiss::Deny);
+        for path in [
+            "/accounts/a1/withdraw/",
+            "/Accounts/a1/withdraw",
+            "/accounts/a1/Withdraw",
+            "/ACCOUNTS/A1/WITHDRAW/",
+        ] {
+            let got = near_route(t.lookup("bank.example", "POST", path, false)?);
+            assert_eq!(got.as_deref(), Some("withdraw"), "{path}");
+        }
+        // hostless routes are near too, on every host (here: the global default allow)
+        let got = near_route(t.lookup("other.example", "GET", "/Accounts/a1/balance/", false)?);
+        assert_eq!(got.as_deref(), Some("view_balance"));
+        Ok(())
+    }
+
+    #[test]
+    fn exact_matches_and_unrelated_paths_are_not_near_misses() -> Result<(), BadParameter> {
+        let t = near_table(NearMiss::Deny);
+        // the parameter keeps its case and matches exactly
+        let got = action_of(t.lookup("bank.example", "POST", "/accounts/A1/withdraw", false)?);
+        assert_eq!(got, Some(("withdraw".into(), "A1".into())));
+        for (method, path) in [
+            ("POST", "/accounts/a1/withdrawal"),
+            ("GET", "/accounts/a1/withdraw"),
+            ("POST", "/"),
+            ("POST", "/accounts"),
+        ] {
+            let got = t.lookup("bank.example", method, path, false)?;
+            assert!(
+                matches!(got, Lookup::Unmatched(DefaultAnswer::Allow)),
+                "{method} {path}: {got:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_host_may_let_near_misses_take_its_default() -> Result<(), BadParameter> {
+        let t = near_table(NearMiss::Allow);
+        let got = t.lookup("bank.example", "POST", "/Accounts/a1/withdraw/", false)?;
+        assert!(matches!(got, Lookup::Unmatched(DefaultAnswer::Allow)));
+        Ok(())
+    }
+
+    #[test]
+    fn near_miss_key_lowercases_and_drops_one_trailing_slash() {
+        assert_eq!(near_miss_key("/A/b/"), "/a/b");
+        assert_eq!(near_miss_key("/"), "/");
+        assert_eq!(near_miss_key("/a/{Id}/"), "/a/{id}");
     }
 
     #[test]

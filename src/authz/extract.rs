@@ -1,5 +1,6 @@
 //! `CheckRequest` → [`AccessRequest`]. The only place that reads Envoy's request types.
 
+use super::client_ip::{self, ClientIpError};
 use crate::config::LimitsConfig;
 use crate::decision::Limit;
 use crate::pb::envoy::config::core::v3::address;
@@ -28,6 +29,9 @@ pub enum ExtractError {
     /// A header that must come once came several times (names compared case-insensitively).
     #[error("check request repeats a single-valued header")]
     Repeated,
+    /// No trustworthy client address (`client_address.xff_trusted_hops`).
+    #[error("check request has no trustworthy client address: {0}")]
+    ClientAddress(#[source] ClientIpError),
 }
 
 /// What the edge enforces before a Check is converted: riskgate's own limits, and headers
@@ -38,6 +42,8 @@ pub struct EdgeRules {
     pub limits: LimitsConfig,
     /// Lower-case names that may appear only once.
     pub single: Vec<String>,
+    /// `client_address.xff_trusted_hops`: which address is the client's.
+    pub xff_trusted_hops: u32,
 }
 
 /// Converts the CheckRequest. `deadline` is the remaining gRPC deadline, if Envoy sent one.
@@ -45,7 +51,7 @@ pub fn access_request(
     check: &CheckRequest,
     deadline: Option<Duration>,
 ) -> Result<AccessRequest, ExtractError> {
-    convert(check, deadline)
+    convert(check, deadline, 0)
 }
 
 /// Like [`access_request`], after checking `rules` (cheap checks first, before anything is
@@ -58,7 +64,7 @@ pub fn access_request_within(
 ) -> Result<AccessRequest, ExtractError> {
     let http = http_of(check)?;
     within(http, rules)?;
-    convert(check, deadline)
+    convert(check, deadline, rules.xff_trusted_hops)
 }
 
 fn http_of(check: &CheckRequest) -> Result<&attribute_context::HttpRequest, ExtractError> {
@@ -111,6 +117,7 @@ fn within(http: &attribute_context::HttpRequest, rules: &EdgeRules) -> Result<()
 fn convert(
     check: &CheckRequest,
     deadline: Option<Duration>,
+    xff_trusted_hops: u32,
 ) -> Result<AccessRequest, ExtractError> {
     let attrs = check.attributes.as_ref().ok_or(ExtractError::NoHttp)?;
     let http = http_of(check)?;
@@ -152,7 +159,7 @@ fn convert(
     } else {
         http.host.clone()
     };
-    let source_ip = attrs
+    let peer = attrs
         .source
         .as_ref()
         .and_then(|p| p.address.as_ref())
@@ -160,6 +167,9 @@ fn convert(
             Some(address::Address::SocketAddress(s)) => s.address.parse().ok(),
             _ => None,
         });
+    let xff = headers.get("x-forwarded-for").map(String::as_str);
+    let source_ip =
+        client_ip::client_ip(peer, xff, xff_trusted_hops).map_err(ExtractError::ClientAddress)?;
     let metadata = attrs
         .metadata_context
         .as_ref()
@@ -366,6 +376,7 @@ mod tests {
                 ..LimitsConfig::default()
             },
             single: vec!["x-action-token".into()],
+            xff_trusted_hops: 0,
         };
         let mut c = check("/a", "h");
         let within = |c: &CheckRequest| access_request_within(c, None, &rules).err();

@@ -10,6 +10,7 @@
 
 mod duration;
 pub mod trust;
+pub mod xff;
 
 pub use duration::parse_duration;
 
@@ -103,6 +104,23 @@ pub enum ProxyConfigError {
         header: String,
         /// Why the proxy does not guarantee it.
         why: String,
+    },
+    /// The proxy and riskgate disagree on which address is the client's.
+    #[error(
+        "{at}: riskgate client_address.xff_trusted_hops is {riskgate_hops}, but this HTTP connection manager has use_remote_address is {use_remote_address}, xff_num_trusted_hops is {proxy_hops}{}; set xff_num_trusted_hops to the same N with use_remote_address: true (or both to 0)",
+        if *skip_append { ", skip_xff_append: true" } else { "" }
+    )]
+    ClientAddress {
+        /// The ext_authz filter's HCM.
+        at: SourceLocation,
+        /// `client_address.xff_trusted_hops`.
+        riskgate_hops: u32,
+        /// The HCM's `use_remote_address`.
+        use_remote_address: bool,
+        /// The HCM's `xff_num_trusted_hops`.
+        proxy_hops: u64,
+        /// The HCM's `skip_xff_append`.
+        skip_append: bool,
     },
     /// The risk budget does not fit under the proxy's timeout.
     #[error(

@@ -45,6 +45,9 @@ pub struct RiskConfig {
     pub max_response_bytes: usize,
     /// Per-action recommendation cache.
     pub cache: CacheConfig,
+    /// How long the API's 400/404/422 for a token is remembered, so a repeated bogus token
+    /// does not reach the API again (`ttl: 0s` turns it off).
+    pub negative_cache: NegativeCacheConfig,
     /// What an outage means for the answer (routes may override).
     pub fail_mode: FailMode,
     /// `retry-after` sent with a fail-closed 503, in whole seconds (legacy `retry_after_s`;
@@ -76,6 +79,7 @@ impl Default for RiskConfig {
             clock_skew: Duration::from_secs(60),
             max_response_bytes: 256 * 1024,
             cache: CacheConfig::default(),
+            negative_cache: NegativeCacheConfig::default(),
             fail_mode: FailMode::default(),
             retry_after: Duration::from_secs(5),
             bands: BandThresholds::default(),
@@ -130,6 +134,26 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             ttl: Duration::from_secs(300),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Negative cache sizing: the API's 400/404/422 per token (never 401/403/429 or outages).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NegativeCacheConfig {
+    /// Entry lifetime; short, as a rejection is cheap to ask again about.
+    #[serde(deserialize_with = "duration::millis")]
+    pub ttl: Duration,
+    /// Most entries kept (bounds the memory a flood of random tokens can take).
+    pub max_entries: u64,
+}
+
+impl Default for NegativeCacheConfig {
+    fn default() -> Self {
+        NegativeCacheConfig {
+            ttl: Duration::from_secs(30),
             max_entries: 100_000,
         }
     }
@@ -290,6 +314,12 @@ impl RiskConfig {
             return Err(ConfigError::field(
                 "risk.cache",
                 "`ttl` and `max_entries` must be positive",
+            ));
+        }
+        if !self.negative_cache.ttl.is_zero() && self.negative_cache.max_entries == 0 {
+            return Err(ConfigError::field(
+                "risk.negative_cache.max_entries",
+                "must be positive (or set `ttl: 0s` to turn the negative cache off)",
             ));
         }
         if self.breaker.failure_threshold == 0 {

@@ -88,6 +88,24 @@ pub struct HostConfig {
     /// Allow CORS preflights (`OPTIONS` with `access-control-request-method`) without a route.
     #[serde(default)]
     pub cors_preflight: bool,
+    /// What a near-miss path gets: one that matches no route as sent, but would if case or
+    /// a trailing slash were ignored (`/Accounts/a1/withdraw/`). Upstreams often route such
+    /// paths to the protected handler, so the default denies them rather than let them
+    /// reach this host's `default: allow`.
+    #[serde(default)]
+    pub near_miss: NearMiss,
+}
+
+/// The answer to a near-miss path (see [`HostConfig::near_miss`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NearMiss {
+    /// 403 `near_miss_path`, whatever the host's default.
+    #[default]
+    Deny,
+    /// Treated as any unmatched path: the host's default answer (for an upstream known to
+    /// route case- and slash-exactly).
+    Allow,
 }
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];

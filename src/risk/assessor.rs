@@ -9,8 +9,11 @@
 //!
 //! The cache key is the SHA-256 of the action token: one token stands for one reported
 //! action, and a claim decoded from the token without verification could be forged to
-//! reach another action's cached answer. Only recommendations are cached, never errors
-//! and never decisions.
+//! reach another action's cached answer. Only recommendations are cached, never decisions;
+//! the one error cached is the API's verdict that a token is bogus (400, 404, 422), in a
+//! second, short-lived cache under the same key, so repeating a bogus token costs one API
+//! call per `negative_ttl` instead of one per Check. Outages, 401, 403 and 429 are never
+//! cached: they say nothing final about the token.
 
 use super::breaker::Breaker;
 use super::recommendation::Recommendation;
@@ -21,6 +24,7 @@ use futures_util::future::{FutureExt as _, Shared};
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
@@ -75,7 +79,17 @@ pub struct AssessorSettings {
     pub max_age: Duration,
     /// Cache capacity.
     pub max_entries: u64,
+    /// How long a 400/404/422 for a token is remembered (zero: not at all).
+    pub negative_ttl: Duration,
+    /// Negative cache capacity.
+    pub negative_max_entries: u64,
 }
+
+/// API statuses that are a final word on the token itself, and so are negatively cached.
+const CACHED_REJECTIONS: [u16; 3] = [400, 404, 422];
+
+/// Tokens the API called bogus, by key, with the status it gave.
+type NegativeCache = moka::future::Cache<TokenKey, u16>;
 
 /// One fetch's answer, shared by every Check waiting for it.
 type SharedFetch = Shared<BoxFuture<'static, Result<Arc<Recommendation>, FetchError>>>;
@@ -88,6 +102,8 @@ type InFlight = Arc<Mutex<HashMap<TokenKey, SharedFetch>>>;
 pub struct Assessor {
     fetcher: Arc<Fetcher>,
     cache: moka::future::Cache<TokenKey, Cached>,
+    negative: Option<NegativeCache>,
+    negative_hits: AtomicU64,
     in_flight: InFlight,
     settings: AssessorSettings,
 }
@@ -132,6 +148,13 @@ impl Assessor {
             .max_capacity(settings.max_entries)
             .expire_after(PerEntryTtl)
             .build();
+        let negative = (!settings.negative_ttl.is_zero() && settings.negative_max_entries > 0)
+            .then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(settings.negative_max_entries)
+                    .time_to_live(settings.negative_ttl)
+                    .build()
+            });
         Assessor {
             fetcher: Arc::new(Fetcher {
                 source,
@@ -140,6 +163,8 @@ impl Assessor {
                 observer,
             }),
             cache,
+            negative,
+            negative_hits: AtomicU64::new(0),
             in_flight: Arc::default(),
             settings,
         }
@@ -179,6 +204,12 @@ impl Assessor {
                 cache_hit: true,
             });
         }
+        if let Some(negative) = &self.negative {
+            if let Some(status) = negative.get(&key).await {
+                self.negative_hits.fetch_add(1, Ordering::Relaxed);
+                return Err(FetchError::Rejected(status));
+            }
+        }
         let wait = self.budget_for(deadline);
         if wait.is_zero() {
             return Err(FetchError::CallerDeadline);
@@ -207,6 +238,7 @@ impl Assessor {
         let task = tokio::spawn(fetch_task(
             self.fetcher.clone(),
             self.cache.clone(),
+            self.negative.clone(),
             self.in_flight.clone(),
             key,
             action_token.to_owned(),
@@ -223,13 +255,20 @@ impl Assessor {
     pub fn cached_entries(&self) -> u64 {
         self.cache.entry_count()
     }
+
+    /// Checks answered from the negative cache without an API call (for metrics).
+    pub fn negative_cache_hits(&self) -> u64 {
+        self.negative_hits.load(Ordering::Relaxed)
+    }
 }
 
 /// One API call with the full budget, run as its own task: it reports to the breaker and
-/// the observer, fills the cache on success and leaves the in-flight map when done.
+/// the observer, fills the cache on success (the negative cache on a 400/404/422) and
+/// leaves the in-flight map when done — after filling, so no Check slips between the two.
 async fn fetch_task(
     fetcher: Arc<Fetcher>,
     cache: moka::future::Cache<TokenKey, Cached>,
+    negative: Option<NegativeCache>,
     in_flight: InFlight,
     key: TokenKey,
     action_token: String,
@@ -243,6 +282,11 @@ async fn fetch_task(
             ttl,
         };
         cache.insert(key, cached).await;
+    }
+    if let (Err(FetchError::Rejected(status)), Some(negative)) = (&result, &negative) {
+        if CACHED_REJECTIONS.contains(status) {
+            negative.insert(key, *status).await;
+        }
     }
     in_flight
         .lock()
@@ -355,6 +399,8 @@ mod tests {
                 ttl: Duration::from_millis(ttl_ms),
                 max_age: Duration::from_secs(300),
                 max_entries: 100,
+                negative_ttl: Duration::from_secs(30),
+                negative_max_entries: 100,
             },
             None,
         )
@@ -538,13 +584,40 @@ mod tests {
     async fn rejected_tokens_never_trip_the_breaker() {
         let f = fake(0, Err(FetchError::Rejected(400)));
         let a = assessor(f.clone(), 60_000);
-        for _ in 0..10 {
+        for i in 0..10 {
+            // distinct tokens: a repeated one would be answered by the negative cache
             assert_eq!(
-                a.assess("t", None).await.err(),
+                a.assess(&format!("t{i}"), None).await.err(),
                 Some(FetchError::Rejected(400))
             );
         }
         assert_eq!(f.calls.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn only_400_404_422_are_negatively_cached() {
+        for (status, calls) in [(400, 1), (404, 1), (422, 1), (403, 3), (409, 3)] {
+            let f = fake(0, Err(FetchError::Rejected(status)));
+            let a = assessor(f.clone(), 60_000);
+            for _ in 0..3 {
+                assert_eq!(
+                    a.assess("t", None).await.err(),
+                    Some(FetchError::Rejected(status))
+                );
+            }
+            assert_eq!(f.calls.load(Ordering::SeqCst), calls, "status {status}");
+        }
+        let f = fake(0, Err(FetchError::Unavailable(503)));
+        let a = assessor(f.clone(), 60_000);
+        for _ in 0..2 {
+            let _ = a.assess("t", None).await;
+        }
+        assert_eq!(
+            f.calls.load(Ordering::SeqCst),
+            2,
+            "outages are never cached"
+        );
+        assert_eq!(a.negative_cache_hits(), 0);
     }
 
     #[test]

@@ -222,7 +222,8 @@ impl Bound {
         let max_message = limits.max_message_bytes;
         let service =
             AuthzService::new(app.decider.clone(), app.metrics.clone(), app.audit.clone())
-                .with_limits(limits);
+                .with_limits(limits)
+                .with_client_address(app.config.client_address);
         let (phase_tx, phase) = watch::channel(Phase::Serving);
         let grace = app.config.shutdown.grace();
 

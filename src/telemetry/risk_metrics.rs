@@ -116,6 +116,13 @@ impl Collector for Live {
                 None,
                 g.metric_type(),
             )?)?;
+            let c = ConstCounter::new(a.negative_cache_hits());
+            c.encode(encoder.encode_descriptor(
+                "risk_negative_cache_hits",
+                "Checks answered from the negative cache (a token the API called bogus) without an API call",
+                None,
+                c.metric_type(),
+            )?)?;
         }
         if let Some(d) = &self.audit_dropped {
             let c = ConstCounter::new(d.load(Ordering::Relaxed));

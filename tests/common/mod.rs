@@ -137,6 +137,8 @@ pub fn decider_with(config: &Config, risk: Arc<ScriptedRisk>) -> Decider {
             ttl: Duration::from_secs(60),
             max_age: Duration::from_secs(300),
             max_entries: 1000,
+            negative_ttl: Duration::from_secs(30),
+            negative_max_entries: 1000,
         });
     let assessor = Assessor::new(
         risk,
