@@ -493,6 +493,26 @@ async fn outage_under_each_fail_mode() {
     }
 }
 
+/// Issue 14 item 4: policies see `context.risk.outage`, and the shipped login policy refuses
+/// logins while the band comes from a fail mode. On the previous code a read_only outage let
+/// every login through (band medium), including tokens the API would rate 90.
+#[tokio::test]
+async fn logins_are_refused_during_an_outage() {
+    for mode in [FailMode::ReadOnly, FailMode::Open] {
+        let (config, risk) = with_fail_mode(mode);
+        risk.set("t", Err(FetchError::Unavailable(503)));
+        let login = request("POST", "/login", Some("t"));
+        let case = format!("{mode:?}: login during an outage");
+        let d = expect(&config, &risk, &case, login, deny(DenyReason::PolicyDeny)).await;
+        assert!(d.fail_mode.is_some(), "{case}");
+        // an assessed medium band still logs in
+        risk.set("m", Ok(rec(55.0, R::Allow, "login", None)));
+        let login = request("POST", "/login", Some("m"));
+        let case = format!("{mode:?}: login at band medium, assessed");
+        expect(&config, &risk, &case, login, Verdict::Allow).await;
+    }
+}
+
 #[tokio::test]
 async fn client_caused_token_problems_deny_even_when_failing_open() {
     let (config, risk) = with_fail_mode(FailMode::Open);

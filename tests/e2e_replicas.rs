@@ -378,17 +378,28 @@ async fn store_outage_fails_writes_closed_and_recovers_on_restart() {
     }
 
     s.redis.lock().await.restart(&s.dir).await;
-    // writes work again without restarting riskgate (after the store breaker's open period)
+    // writes work again without restarting riskgate (after the store breaker's open period),
+    // on every replica: round robin must see twice as many 200s in a row as there are replicas
+    let in_a_row = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let needed = 2 * s.rgs.len();
     let recovered = wait::until("writes after the restart", wait::ready_timeout(), || {
         let token = format!("probe-{next}");
         next += 1;
         s.script(&token, "withdraw");
         let s = &s;
         let u1 = &u1;
+        let in_a_row = in_a_row.clone();
         async move {
+            use std::sync::atomic::Ordering;
             match s.write(u1, &token).await.0 {
-                200 => wait::Probe::Ready(()),
-                other => wait::Probe::NotYet(format!("status {other}")),
+                200 if in_a_row.fetch_add(1, Ordering::SeqCst) + 1 >= needed => {
+                    wait::Probe::Ready(())
+                }
+                200 => wait::Probe::NotYet("not yet on every replica".into()),
+                other => {
+                    in_a_row.store(0, Ordering::SeqCst);
+                    wait::Probe::NotYet(format!("status {other}"))
+                }
             }
         }
     })

@@ -36,6 +36,7 @@ pub fn authorize(
     let rec = risk.assessment.as_ref().map(|a| &a.recommendation);
     let context = ContextInput {
         risk_present: rec.is_some(),
+        outage: risk.outage,
         score: rec.map_or(0, |r| score_for_policy(r.risk_score)),
         band: risk.band.as_str(),
         recommendation: rec.map_or("NONE", |r| r.kind.as_str()),

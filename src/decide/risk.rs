@@ -31,12 +31,15 @@ pub struct RiskOutcome {
     pub band: Band,
     /// The bound recommendation, if one was assessed.
     pub assessment: Option<Assessment>,
+    /// The band stands in for an assessment the risk API could not give (a fail mode).
+    pub outage: bool,
 }
 
 impl RiskOutcome {
     const UNASSESSED: RiskOutcome = RiskOutcome {
         band: Band::Unassessed,
         assessment: None,
+        outage: false,
     };
 
     /// The recommendation type, if a recommendation was assessed.
@@ -94,6 +97,7 @@ pub async fn assess(
             return Ok(RiskOutcome {
                 band,
                 assessment: None,
+                outage: true,
             });
         }
     };
@@ -123,6 +127,7 @@ pub async fn assess(
     Ok(RiskOutcome {
         band,
         assessment: Some(assessment),
+        outage: false,
     })
 }
 

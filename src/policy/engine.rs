@@ -377,6 +377,8 @@ fn request_uids(request: &Request) -> [Option<EntityUid>; 2] {
 pub struct ContextInput<'a> {
     /// A recommendation was obtained.
     pub risk_present: bool,
+    /// The band came from a fail mode (risk API outage), not an assessment.
+    pub outage: bool,
     /// Score rounded up (0 when absent).
     pub score: i64,
     /// Band name.
@@ -406,6 +408,7 @@ impl ContextInput<'_> {
         };
         let risk = record(vec![
             ("present", RestrictedExpression::new_bool(self.risk_present)),
+            ("outage", RestrictedExpression::new_bool(self.outage)),
             ("score", RestrictedExpression::new_long(self.score)),
             ("band", s(self.band)),
             ("recommendation", s(self.recommendation)),

@@ -199,6 +199,7 @@ proptest! {
                 resource_id: &r.resource_id,
                 context: ContextInput {
                     risk_present: true,
+                    outage: false,
                     score: r.score,
                     band: r.band,
                     recommendation: "ALLOW",
