@@ -63,7 +63,7 @@ struct Replicas {
 }
 
 /// The `state:` section every replica runs with.
-fn state_section(url: &str) -> serde_yaml_ng::Value {
+fn state_section(url: &str, share: bool) -> serde_yaml_ng::Value {
     let timeout = env_ms("RISKGATE_TEST_STATE_TIMEOUT_MS", 1000).as_millis();
     let open = env_ms("RISKGATE_TEST_STATE_BREAKER_OPEN_MS", 200).as_millis();
     serde_yaml_ng::to_value(json!({
@@ -72,6 +72,7 @@ fn state_section(url: &str) -> serde_yaml_ng::Value {
         "timeout": format!("{timeout}ms"),
         "breaker": { "failure_threshold": 1, "open": format!("{open}ms") },
         "redis": { "url": url },
+        "share_recommendations": share,
     }))
     .expect("state section as YAML")
 }
@@ -96,6 +97,16 @@ fn render_round_robin(template: &str, ports: &Ports, grpc_ports: &[u16]) -> Stri
 
 impl Replicas {
     async fn start(test: &str, n: usize, with_envoy: bool) -> Option<Replicas> {
+        Replicas::start_sharing(test, n, with_envoy, false).await
+    }
+
+    /// [`Replicas::start`], with `state.share_recommendations` set to `share`.
+    async fn start_sharing(
+        test: &str,
+        n: usize,
+        with_envoy: bool,
+        share: bool,
+    ) -> Option<Replicas> {
         let bins = redis::binaries()?;
         let envoy_bin = if with_envoy {
             Some(envoy::binary()?)
@@ -119,7 +130,7 @@ impl Replicas {
         let mut rg_dirs = Vec::new();
         for i in 0..n {
             let rg_dir = TestDir::new(&format!("{test}-rg{i}"));
-            let state = state_section(&redis.url());
+            let state = state_section(&redis.url(), share);
             rgs.push(
                 Riskgate::start(&rg_dir, &sim.base_url(), move |v| {
                     v.as_mapping_mut()
@@ -486,4 +497,39 @@ async fn store_outage_fails_writes_closed_and_recovers_on_restart() {
         t
     };
     assert!(unavailable >= 1.0, "state_unavailable is counted");
+}
+
+/// Issue 12 item 4: with `state.share_recommendations`, a token assessed on one replica is not
+/// fetched again on another. Each of `RISKGATE_TEST_SHARED_TOKENS` tokens (10) is read once per
+/// replica through Envoy's round robin; the simulator counts the API calls with and without
+/// sharing, and the saving is printed.
+#[tokio::test]
+async fn a_shared_recommendation_cache_saves_api_calls_across_replicas() {
+    let n = env_count("RISKGATE_TEST_REPLICAS", 3);
+    let tokens = env_count("RISKGATE_TEST_SHARED_TOKENS", 10);
+    // the share is written in the background after the first answer
+    let gap = env_ms("RISKGATE_TEST_SHARED_GAP_MS", 30);
+    let mut calls = Vec::new();
+    for share in [false, true] {
+        let Some(s) = Replicas::start_sharing("shared_recommendations", n, true, share).await
+        else {
+            return;
+        };
+        let u1 = jwt::valid("u1");
+        for t in 0..tokens {
+            let token = format!("shared-{t}");
+            s.script(&token, "login");
+            for hit in 0..n {
+                assert_eq!(s.read(&u1, &token).await, 200, "{token} read {hit}");
+                tokio::time::sleep(gap).await;
+            }
+        }
+        calls.push(s.sim.stats().recommendation_requests);
+    }
+    eprintln!(
+        "{n} replicas, {tokens} tokens each read once per replica: {} API calls unshared, {} shared",
+        calls[0], calls[1]
+    );
+    assert_eq!(calls[0], (n * tokens) as u64, "without sharing each replica asks");
+    assert_eq!(calls[1], tokens as u64, "with sharing one call per token");
 }

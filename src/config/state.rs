@@ -30,6 +30,9 @@ pub struct StateConfig {
     pub breaker: BreakerConfig,
     /// The Redis store; required with `store: redis`.
     pub redis: Option<RedisConfig>,
+    /// Share recommendations between replicas through the store (an L2 cache behind the
+    /// per-replica one): a token assessed on one replica is not fetched again on another.
+    pub share_recommendations: bool,
 }
 
 impl Default for StateConfig {
@@ -42,6 +45,7 @@ impl Default for StateConfig {
             max_entries: 100_000,
             breaker: BreakerConfig::default(),
             redis: None,
+            share_recommendations: false,
         }
     }
 }

@@ -19,6 +19,7 @@ use super::breaker::Breaker;
 use super::recommendation::Recommendation;
 use super::source::{BoxFuture, FetchError, RiskSource};
 use crate::clock::now_ms;
+use crate::state::{reccache, StateStore};
 use base64::Engine as _;
 use futures_util::future::{FutureExt as _, Shared};
 use moka::Expiry;
@@ -55,6 +56,9 @@ impl Expiry<TokenKey, Cached> for PerEntryTtl {
 pub trait RiskObserver: Send + Sync + 'static {
     /// One call finished with `result` (`ok` or a [`FetchError::label`]) after `elapsed`.
     fn api_call(&self, result: &'static str, elapsed: Duration);
+
+    /// A fetch was answered by the shared (L2) cache: another replica had asked the API.
+    fn shared_cache_hit(&self) {}
 }
 
 /// A recommendation for this request.
@@ -108,12 +112,16 @@ pub struct Assessor {
     settings: AssessorSettings,
 }
 
-/// What a detached fetch task needs: the source, the breaker, the budget and the observer.
+/// What a detached fetch task needs: the source, the breaker, the budget, the observer and
+/// the shared cache, if any.
+#[derive(Clone)]
 struct Fetcher {
     source: Arc<dyn RiskSource>,
     breaker: Arc<Breaker>,
     budget: Duration,
     observer: Option<Arc<dyn RiskObserver>>,
+    /// The L2 cache shared by all replicas (`state.share_recommendations`).
+    shared: Option<Arc<dyn StateStore>>,
 }
 
 impl std::fmt::Debug for Assessor {
@@ -161,6 +169,7 @@ impl Assessor {
                 breaker,
                 budget: settings.budget,
                 observer,
+                shared: None,
             }),
             cache,
             negative,
@@ -168,6 +177,16 @@ impl Assessor {
             in_flight: Arc::default(),
             settings,
         }
+    }
+
+    /// Shares recommendations with other replicas through `store` (an L2 behind the moka
+    /// cache, keyed by the token's SHA-256, with the same TTL rules): a token assessed on one
+    /// replica is not fetched again on another. Part of building the assessor.
+    pub fn with_shared_cache(mut self, store: Arc<dyn StateStore>) -> Assessor {
+        let mut fetcher = (*self.fetcher).clone();
+        fetcher.shared = Some(store);
+        self.fetcher = Arc::new(fetcher);
+        self
     }
 
     /// The breaker (for metrics).
@@ -274,9 +293,21 @@ async fn fetch_task(
     action_token: String,
     settings: AssessorSettings,
 ) -> Result<Arc<Recommendation>, FetchError> {
-    let result = fetcher.call(&action_token).await.map(Arc::new);
+    let started = Instant::now();
+    let shared_hit = fetcher.shared_get(&action_token).await;
+    let from_api = shared_hit.is_none();
+    let result = match shared_hit {
+        Some(recommendation) => Ok(Arc::new(recommendation)),
+        None => {
+            let left = fetcher.budget.saturating_sub(started.elapsed());
+            fetcher.call(&action_token, left).await.map(Arc::new)
+        }
+    };
     if let Ok(recommendation) = &result {
         let ttl = ttl_for(&settings, &action_token, recommendation);
+        if from_api {
+            fetcher.share(action_token.clone(), recommendation.clone(), ttl);
+        }
         let cached = Cached {
             recommendation: recommendation.clone(),
             ttl,
@@ -296,14 +327,56 @@ async fn fetch_task(
 }
 
 impl Fetcher {
-    /// Asks the source within the budget, behind the breaker.
-    async fn call(&self, action_token: &str) -> Result<Recommendation, FetchError> {
+    /// The recommendation another replica shared for this token, if any. Bounded by a fifth
+    /// of the budget (the API call gets the rest); a store error is a miss, never an outage.
+    async fn shared_get(&self, action_token: &str) -> Option<Recommendation> {
+        let store = self.shared.as_deref()?;
+        let lookup = tokio::time::timeout(self.budget / 5, reccache::get(store, action_token));
+        match lookup.await {
+            Ok(Ok(Some(recommendation))) => {
+                if let Some(o) = &self.observer {
+                    o.shared_cache_hit();
+                }
+                Some(recommendation)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "shared recommendation cache unavailable: asking the api");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Shares a fresh recommendation with the other replicas for `ttl`, in the background:
+    /// the Checks waiting for it do not wait for the store.
+    fn share(&self, action_token: String, recommendation: Arc<Recommendation>, ttl: Duration) {
+        let Some(store) = self.shared.clone() else {
+            return;
+        };
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        if ttl_ms == 0 {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = reccache::put(&*store, &action_token, &recommendation, ttl_ms).await {
+                tracing::debug!(error = %e, "could not share a recommendation");
+            }
+        });
+    }
+
+    /// Asks the source within `budget`, behind the breaker.
+    async fn call(
+        &self,
+        action_token: &str,
+        budget: Duration,
+    ) -> Result<Recommendation, FetchError> {
         if !self.breaker.try_acquire() {
             return Err(FetchError::BreakerOpen);
         }
         let mut guard = OutcomeGuard(Some(&self.breaker));
         let started = Instant::now();
-        let result = tokio::time::timeout(self.budget, self.source.fetch(action_token))
+        let result = tokio::time::timeout(budget, self.source.fetch(action_token))
             .instrument(tracing::debug_span!("risk_api_call"))
             .await
             .unwrap_or(Err(FetchError::Timeout));

@@ -98,15 +98,18 @@ impl App {
         // Observers first, then what they observe: the assessor reports API calls to
         // `risk_api`; the metrics read the assessor and the audit sink at every scrape.
         let risk_api = RiskApiMetrics::default();
+        let state_metrics = StateMetrics::default();
+        let store = state::build(&config.state, Arc::new(state_metrics.clone())).await?;
         let (assessor, tokens) = match &config.risk {
             Some(risk) => {
-                let (a, t) = risk::build_assessor(risk, Some(Arc::new(risk_api.clone())))?;
+                let (mut a, t) = risk::build_assessor(risk, Some(Arc::new(risk_api.clone())))?;
+                if config.state.share_recommendations {
+                    a = a.with_shared_cache(store.clone());
+                }
                 (Some(Arc::new(a)), Some(t))
             }
             None => (None, None),
         };
-        let state_metrics = StateMetrics::default();
-        let store = state::build(&config.state, Arc::new(state_metrics.clone())).await?;
         let metrics = Arc::new(Metrics::with_sources(MetricSources {
             risk_api,
             assessor: assessor.clone(),

@@ -69,6 +69,7 @@ pub struct MetricSources {
 pub struct RiskApiMetrics {
     requests: Family<ResultLabel, Counter>,
     seconds: Histogram,
+    shared_hits: Counter,
 }
 
 impl Default for RiskApiMetrics {
@@ -76,6 +77,7 @@ impl Default for RiskApiMetrics {
         RiskApiMetrics {
             requests: Family::default(),
             seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            shared_hits: Counter::default(),
         }
     }
 }
@@ -84,6 +86,10 @@ impl RiskObserver for RiskApiMetrics {
     fn api_call(&self, result: &'static str, elapsed: Duration) {
         self.requests.get_or_create(&ResultLabel { result }).inc();
         self.seconds.observe(elapsed.as_secs_f64());
+    }
+
+    fn shared_cache_hit(&self) {
+        self.shared_hits.inc();
     }
 }
 
@@ -158,6 +164,11 @@ impl RiskMetrics {
             "risk_api_duration_seconds",
             "Latency of calls to the risk recommendations API",
             sources.risk_api.seconds.clone(),
+        );
+        registry.register(
+            "risk_shared_cache_hits",
+            "Fetches answered by the recommendation cache shared between replicas (no API call)",
+            sources.risk_api.shared_hits.clone(),
         );
         let binding_violations = Family::<KindLabel, Counter>::default();
         registry.register(

@@ -291,3 +291,41 @@ fn token_exp_only_shortens_the_ttl() {
         Duration::from_millis(60_000)
     );
 }
+
+/// Issue 12 item 4: with a shared (L2) cache, a token assessed on one replica is not
+/// fetched again on another; without it, every replica asks the API.
+#[tokio::test]
+async fn a_shared_cache_saves_other_replicas_the_call() -> Result<(), FetchError> {
+    let shared: Arc<dyn StateStore> = Arc::new(crate::state::MemoryStore::new(100));
+    let (f1, f2, f3) = (fake(0, Ok(())), fake(0, Ok(())), fake(0, Ok(())));
+    let replica1 = assessor(f1.clone(), 60_000).with_shared_cache(shared.clone());
+    let replica2 = assessor(f2.clone(), 60_000).with_shared_cache(shared.clone());
+    let unshared = assessor(f3.clone(), 60_000);
+    replica1.assess("tok", None).await?;
+    // the share is written in the background, after the waiters got their answer
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = replica2.assess("tok", None).await?;
+    assert_eq!(got.recommendation.action_id, "act-1");
+    unshared.assess("tok", None).await?;
+    assert_eq!(f1.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(f2.calls.load(Ordering::SeqCst), 0, "served by the shared cache");
+    assert_eq!(f3.calls.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+/// A shared entry never outlives the action: an entry for a stale action is not shared.
+#[tokio::test]
+async fn a_shared_entry_keeps_the_ttl_rules() -> Result<(), crate::state::StoreError> {
+    let shared = Arc::new(crate::state::MemoryStore::new(100));
+    let f = fake(0, Ok(()));
+    let a = assessor(f, 80).with_shared_cache(shared.clone());
+    assert!(a.assess("tok", None).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(reccache::get(&*shared, "tok").await?.is_some(), "shared");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        reccache::get(&*shared, "tok").await?.is_none(),
+        "gone with the L1 ttl (80 ms)"
+    );
+    Ok(())
+}
