@@ -530,6 +530,10 @@ async fn a_shared_recommendation_cache_saves_api_calls_across_replicas() {
         "{n} replicas, {tokens} tokens each read once per replica: {} API calls unshared, {} shared",
         calls[0], calls[1]
     );
-    assert_eq!(calls[0], (n * tokens) as u64, "without sharing each replica asks");
+    assert_eq!(
+        calls[0],
+        (n * tokens) as u64,
+        "without sharing each replica asks"
+    );
     assert_eq!(calls[1], tokens as u64, "with sharing one call per token");
 }

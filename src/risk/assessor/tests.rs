@@ -308,7 +308,11 @@ async fn a_shared_cache_saves_other_replicas_the_call() -> Result<(), FetchError
     assert_eq!(got.recommendation.action_id, "act-1");
     unshared.assess("tok", None).await?;
     assert_eq!(f1.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(f2.calls.load(Ordering::SeqCst), 0, "served by the shared cache");
+    assert_eq!(
+        f2.calls.load(Ordering::SeqCst),
+        0,
+        "served by the shared cache"
+    );
     assert_eq!(f3.calls.load(Ordering::SeqCst), 1);
     Ok(())
 }
