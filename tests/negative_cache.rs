@@ -8,23 +8,9 @@ mod common;
 use common::*;
 use risk_sim::{ScriptedAction, SimConfig};
 use riskgate::config::{Config, RiskConfig};
-use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use riskgate::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::json;
 use std::time::Duration;
-
-async fn status(rg: &Running, req: CheckRequest) -> u16 {
-    let mut client = rg.client().await;
-    match client
-        .check(req)
-        .await
-        .map(|r| r.into_inner().http_response)
-    {
-        Ok(Some(HttpResponse::OkResponse(_))) => 200,
-        Ok(Some(HttpResponse::DeniedResponse(d))) => d.status.map_or(0, |s| s.code as u16),
-        other => panic!("unexpected answer: {other:?}"),
-    }
-}
 
 fn balance(token: &str) -> CheckRequest {
     check(
@@ -63,7 +49,7 @@ fn no_breaker(c: &mut Config) {
 async fn a_bogus_token_sent_1000_times_costs_one_api_call() {
     let rg = start(SimConfig::default(), no_breaker).await;
     for i in 0..1_000 {
-        assert_eq!(status(&rg, balance("bogus")).await, 403, "check {i}");
+        assert_eq!(rg.status(balance("bogus")).await, 403, "check {i}");
     }
     assert_eq!(
         calls(&rg, "bogus"),
@@ -74,7 +60,7 @@ async fn a_bogus_token_sent_1000_times_costs_one_api_call() {
     rg.sim.script("unprocessable", failing(422));
     for token in ["not-found", "unprocessable"] {
         for _ in 0..20 {
-            assert_eq!(status(&rg, balance(token)).await, 403, "{token}");
+            assert_eq!(rg.status(balance(token)).await, 403, "{token}");
         }
         assert_eq!(calls(&rg, token), 1, "{token}");
     }
@@ -91,20 +77,20 @@ async fn forbidden_throttled_and_outages_are_not_cached() {
     rg.sim.script("throttled", failing(429));
     for token in ["forbidden", "throttled"] {
         for _ in 0..3 {
-            status(&rg, balance(token)).await;
+            rg.status(balance(token)).await;
         }
         assert_eq!(calls(&rg, token), 3, "{token}");
     }
     // during an outage every Check asks again, and once it ends the token's answer counts
     rg.sim.set_outage(Some(503));
     for _ in 0..3 {
-        status(&rg, balance("later-good")).await;
+        rg.status(balance("later-good")).await;
     }
     assert_eq!(calls(&rg, "later-good"), 3);
     rg.sim.set_outage(None);
     rg.sim
         .script("later-good", scripted(10.0, "ALLOW", "login", Some("u1")));
-    assert_eq!(status(&rg, balance("later-good")).await, 200);
+    assert_eq!(rg.status(balance("later-good")).await, 200);
     rg.stop().await;
 }
 
@@ -116,14 +102,14 @@ async fn a_rejection_is_forgotten_after_the_ttl_and_ttl_zero_turns_it_off() {
         risk_mut(c).negative_cache.ttl = ttl;
     })
     .await;
-    assert_eq!(status(&rg, balance("bogus")).await, 403);
-    assert_eq!(status(&rg, balance("bogus")).await, 403);
+    assert_eq!(rg.status(balance("bogus")).await, 403);
+    assert_eq!(rg.status(balance("bogus")).await, 403);
     assert_eq!(calls(&rg, "bogus"), 1);
     tokio::time::sleep(ttl + ttl / 2).await;
     // the API may have learnt the token meanwhile
     rg.sim
         .script("bogus", scripted(10.0, "ALLOW", "login", Some("u1")));
-    assert_eq!(status(&rg, balance("bogus")).await, 200);
+    assert_eq!(rg.status(balance("bogus")).await, 200);
     assert_eq!(calls(&rg, "bogus"), 2);
     rg.stop().await;
 
@@ -134,7 +120,7 @@ async fn a_rejection_is_forgotten_after_the_ttl_and_ttl_zero_turns_it_off() {
     })
     .await;
     for _ in 0..5 {
-        assert_eq!(status(&rg, balance("bogus")).await, 403);
+        assert_eq!(rg.status(balance("bogus")).await, 403);
     }
     assert_eq!(calls(&rg, "bogus"), 5);
     rg.stop().await;

@@ -11,19 +11,6 @@ use riskgate::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-async fn status(rg: &Running, req: CheckRequest) -> u16 {
-    let mut client = rg.client().await;
-    match client
-        .check(req)
-        .await
-        .map(|r| r.into_inner().http_response)
-    {
-        Ok(Some(HttpResponse::OkResponse(_))) => 200,
-        Ok(Some(HttpResponse::DeniedResponse(d))) => d.status.map_or(0, |s| s.code as u16),
-        other => panic!("unexpected answer: {other:?}"),
-    }
-}
-
 fn u1() -> Option<(&'static str, serde_json::Value)> {
     Some(("u1", json!({})))
 }
@@ -75,7 +62,7 @@ async fn token_is_refreshed_before_expiry_so_no_check_sees_a_401() {
         n += 1;
         let token = format!("t{n}");
         rg.sim.script(&token, read_ok());
-        assert_eq!(status(&rg, balance(&token)).await, 200, "check {n}");
+        assert_eq!(rg.status(balance(&token)).await, 200, "check {n}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let stats = rg.sim.stats();
@@ -95,9 +82,9 @@ async fn a_401_forces_one_refresh_and_one_retry() {
     let rg = start(SimConfig::default(), |_| {}).await;
     rg.sim.script("a", read_ok());
     rg.sim.script("b", read_ok());
-    assert_eq!(status(&rg, balance("a")).await, 200);
+    assert_eq!(rg.status(balance("a")).await, 200);
     rg.sim.revoke_tokens();
-    assert_eq!(status(&rg, balance("b")).await, 200);
+    assert_eq!(rg.status(balance("b")).await, 200);
     let stats = rg.sim.stats();
     assert_eq!(stats.unauthorized, 1, "{stats:?}");
     assert_eq!(stats.token_requests, 2, "{stats:?}");
@@ -118,9 +105,9 @@ async fn secret_file_is_reread_at_refresh() {
     rg.sim
         .script("w", scripted(10.0, "ALLOW", "withdraw", Some("u1")));
     // Wrong secret: no bearer token, an outage (fail mode closed on withdraw).
-    assert_eq!(status(&rg, withdraw("w")).await, 503);
+    assert_eq!(rg.status(withdraw("w")).await, 503);
     let _ = std::fs::write(&secret, "sim-secret\n");
-    assert_eq!(status(&rg, withdraw("w")).await, 200);
+    assert_eq!(rg.status(withdraw("w")).await, 200);
     rg.stop().await;
 }
 
@@ -158,11 +145,11 @@ async fn expired_cache_entry_is_fetched_again() {
     })
     .await;
     rg.sim.script("t", read_ok());
-    assert_eq!(status(&rg, balance("t")).await, 200);
-    assert_eq!(status(&rg, balance("t")).await, 200);
+    assert_eq!(rg.status(balance("t")).await, 200);
+    assert_eq!(rg.status(balance("t")).await, 200);
     assert_eq!(rg.sim.stats().per_token.get("t"), Some(&1));
     tokio::time::sleep(ms("RISKGATE_TEST_TTL_WAIT_MS", 300)).await;
-    assert_eq!(status(&rg, balance("t")).await, 200);
+    assert_eq!(rg.status(balance("t")).await, 200);
     assert_eq!(rg.sim.stats().per_token.get("t"), Some(&2));
     rg.stop().await;
 }
@@ -186,11 +173,11 @@ async fn binding_violations_are_403() {
     rg.sim
         .script("once", scripted(5.0, "ALLOW", "withdraw", Some("u1")));
     for token in ["login", "u2", "nouser", "old"] {
-        assert_eq!(status(&rg, withdraw(token)).await, 403, "{token}");
+        assert_eq!(rg.status(withdraw(token)).await, 403, "{token}");
     }
-    assert_eq!(status(&rg, withdraw("once")).await, 200);
+    assert_eq!(rg.status(withdraw("once")).await, 200);
     assert_eq!(
-        status(&rg, withdraw("once")).await,
+        rg.status(withdraw("once")).await,
         403,
         "max_uses 1 on a write route"
     );
@@ -205,11 +192,12 @@ async fn client_token_problems_deny_even_when_failing_open() {
     .await;
     // missing token
     assert_eq!(
-        status(&rg, check("POST", "/accounts/a1/withdraw", u1(), &[])).await,
+        rg.status(check("POST", "/accounts/a1/withdraw", u1(), &[]))
+            .await,
         401
     );
     // garbage token: the API answers 400 for it
-    assert_eq!(status(&rg, withdraw("not-a-real-token")).await, 403);
+    assert_eq!(rg.status(withdraw("not-a-real-token")).await, 403);
     // an explicit 400 from the API
     rg.sim.script(
         "bad",
@@ -218,7 +206,7 @@ async fn client_token_problems_deny_even_when_failing_open() {
             ..read_ok()
         },
     );
-    assert_eq!(status(&rg, withdraw("bad")).await, 403);
+    assert_eq!(rg.status(withdraw("bad")).await, 403);
     // 404 likewise
     rg.sim.script(
         "gone",
@@ -227,7 +215,7 @@ async fn client_token_problems_deny_even_when_failing_open() {
             ..read_ok()
         },
     );
-    assert_eq!(status(&rg, withdraw("gone")).await, 403);
+    assert_eq!(rg.status(withdraw("gone")).await, 403);
     rg.stop().await;
 }
 
@@ -318,12 +306,12 @@ async fn each_outage_kind_under_each_fail_mode() {
             );
             rg.sim.script(&r, action.clone());
             assert_eq!(
-                status(&rg, withdraw(&w)).await,
+                rg.status(withdraw(&w)).await,
                 write,
                 "{name} under {mode:?}, write"
             );
             assert_eq!(
-                status(&rg, balance(&r)).await,
+                rg.status(balance(&r)).await,
                 read,
                 "{name} under {mode:?}, read"
             );
@@ -335,7 +323,7 @@ async fn each_outage_kind_under_each_fail_mode() {
         risk_mut(c).base_url = Some("http://127.0.0.1:9".into())
     })
     .await;
-    assert_eq!(status(&rg, withdraw("x")).await, 503);
+    assert_eq!(rg.status(withdraw("x")).await, 503);
     rg.stop().await;
 }
 
@@ -350,10 +338,10 @@ async fn breaker_opens_fails_fast_and_recovers() {
     .await;
     rg.sim.set_outage(Some(503));
     for i in 0..3 {
-        assert_eq!(status(&rg, withdraw(&format!("o{i}"))).await, 503);
+        assert_eq!(rg.status(withdraw(&format!("o{i}"))).await, 503);
     }
     let calls = rg.sim.stats().recommendation_requests;
-    assert_eq!(status(&rg, withdraw("o3")).await, 503);
+    assert_eq!(rg.status(withdraw("o3")).await, 503);
     assert_eq!(
         rg.sim.stats().recommendation_requests,
         calls,
@@ -364,13 +352,13 @@ async fn breaker_opens_fails_fast_and_recovers() {
     rg.sim
         .script("ok", scripted(5.0, "ALLOW", "withdraw", Some("u1")));
     assert_eq!(
-        status(&rg, withdraw("ok")).await,
+        rg.status(withdraw("ok")).await,
         200,
         "half-open probe succeeds and closes"
     );
     rg.sim
         .script("ok2", scripted(5.0, "ALLOW", "withdraw", Some("u1")));
-    assert_eq!(status(&rg, withdraw("ok2")).await, 200);
+    assert_eq!(rg.status(withdraw("ok2")).await, 200);
     rg.stop().await;
 }
 
@@ -418,8 +406,8 @@ async fn slow_api_beyond_the_budget_is_answered_within_the_deadline() {
 async fn metrics_see_api_calls_breaker_cache_and_audit_drops() {
     let rg = start(SimConfig::default(), |_| {}).await;
     rg.sim.script("m", read_ok());
-    assert_eq!(status(&rg, balance("m")).await, 200);
-    assert_eq!(status(&rg, balance("m")).await, 200, "cache hit");
+    assert_eq!(rg.status(balance("m")).await, 200);
+    assert_eq!(rg.status(balance("m")).await, 200, "cache hit");
     let (code, text) = http_get(rg.admin, "/metrics").await;
     assert_eq!(code, 200, "{text}");
     assert_eq!(

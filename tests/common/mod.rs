@@ -195,6 +195,24 @@ impl Running {
         }
     }
 
+    /// The HTTP status riskgate answers `req` with (200 for OK, the denied status
+    /// otherwise); panics on a gRPC error or an answer without one.
+    pub async fn status(&self, req: CheckRequest) -> u16 {
+        use riskgate::pb::envoy::service::auth::v3::check_response::HttpResponse;
+        let mut client = self.client().await;
+        match client
+            .check(req)
+            .await
+            .map(|r| r.into_inner().http_response)
+        {
+            Ok(Some(HttpResponse::OkResponse(_))) => 200,
+            Ok(Some(HttpResponse::DeniedResponse(d))) => {
+                d.status.map_or(0, |s| u16::try_from(s.code).unwrap_or(0))
+            }
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
