@@ -80,7 +80,7 @@ fn raw_cedar(dir: &Path) -> RawCedar {
     let action = uid("Action", "view_balance");
     let context = Context::from_json_value(
         json!({
-            "risk": { "present": false, "score": 0, "band": "unassessed", "recommendation": "NONE", "reasons": [] },
+            "risk": { "present": false, "outage": false, "score": 0, "band": "unassessed", "recommendation": "NONE", "reasons": [] },
             "request": { "method": "GET", "path": "/core/a1/balance", "host": "bank.example", "ip": "" }
         }),
         Some((&schema, &action)),

@@ -19,7 +19,7 @@ entity User in [Group] = { "roles"?: Set<String> };
 entity Folder;
 entity Account in [Folder] = { "owner": User };
 entity Application;
-type Risk = { "present": Bool, "score": Long, "band": String, "recommendation": String, "reasons": Set<String> };
+type Risk = { "present": Bool, "outage": Bool, "score": Long, "band": String, "recommendation": String, "reasons": Set<String> };
 type HttpRequest = { "method": String, "path": String, "host": String, "ip": String };
 type RequestContext = { "risk": Risk, "request": HttpRequest };
 action "read";
@@ -214,5 +214,47 @@ proptest! {
             let full = snapshot.evaluate_in(&input, false);
             prop_assert_eq!(sliced, full, "request {:?}", r);
         }
+    }
+}
+
+/// Guard against a vacuous property: a request that fits the schema is evaluated (not refused
+/// for its context), and a permit allows it — so "sliced == full" compares real answers.
+/// (The context once gained an attribute this schema lacked, and every case errored alike.)
+#[test]
+fn a_request_that_fits_the_schema_is_answered() {
+    let snapshot =
+        snapshot(&["permit (principal, action == Action::\"view\", resource);".to_owned()]);
+    let principal = Principal::User {
+        id: "u1".into(),
+        subject: "u1".into(),
+        claims: serde_json::Map::new(),
+    };
+    let input = PolicyInput {
+        principal: &principal,
+        claims_as_attributes: &[],
+        action: "view",
+        resource_type: "Account",
+        resource_id: "a1",
+        context: ContextInput {
+            risk_present: true,
+            outage: false,
+            score: 10,
+            band: "low",
+            recommendation: "ALLOW",
+            reasons: &[],
+            method: "GET",
+            path: "/",
+            host: "h",
+            ip: String::new(),
+        },
+    };
+    for sliced in [true, false] {
+        let answer = snapshot.evaluate_in(&input, sliced);
+        assert!(
+            answer
+                .as_ref()
+                .is_ok_and(|a| a.allowed && a.errors.is_empty()),
+            "sliced={sliced}: {answer:?}"
+        );
     }
 }
