@@ -82,13 +82,12 @@ impl IstioSet {
         let mut out = Vec::new();
         for (kind, name) in &policy.target_refs {
             match kind.as_str() {
-                "Gateway" => {
+                "Gateway"
                     if self
                         .gateway(&policy.namespace, name)
-                        .is_some_and(|g| g.class == WAYPOINT_CLASS)
-                    {
-                        out.push(name.clone());
-                    }
+                        .is_some_and(|g| g.class == WAYPOINT_CLASS) =>
+                {
+                    out.push(name.clone());
                 }
                 "Service" | "ServiceEntry" => {
                     let here: Vec<String> = self
@@ -234,7 +233,9 @@ fn admits_only(p: &Resource, ns: &str, waypoints: &[String]) -> bool {
                         .map(|p| p.iter().filter_map(Value::as_str).collect())
                         .unwrap_or_default();
                     // any other source field (namespaces, ipBlocks, ...) widens the rule
-                    src.len() == 1 && !principals.is_empty() && principals.iter().all(|p| is_waypoint(p))
+                    src.len() == 1
+                        && !principals.is_empty()
+                        && principals.iter().all(|p| is_waypoint(p))
                 })
         })
 }

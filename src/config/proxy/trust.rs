@@ -196,7 +196,12 @@ pub(super) fn resource(path: &Path, text: &str, map: &Mapping) -> Resource {
         .into_iter()
         .filter_map(Value::as_mapping)
         .map(|r| {
-            let f = |k: &str| get(r, k).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let f = |k: &str| {
+                get(r, k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             (f("kind"), f("name"))
         })
         .collect();
@@ -242,7 +247,10 @@ fn covers(ra: &Resource, policy: &Resource) -> bool {
     if !policy.target_refs.is_empty() || !ra.target_refs.is_empty() {
         return ra.namespace == policy.namespace
             && !policy.target_refs.is_empty()
-            && policy.target_refs.iter().all(|r| ra.target_refs.contains(r));
+            && policy
+                .target_refs
+                .iter()
+                .all(|r| ra.target_refs.contains(r));
     }
     let namespace_ok = ra.namespace == policy.namespace || ra.namespace == ISTIO_ROOT_NAMESPACE;
     let selector_ok = match (&ra.selector, &policy.selector) {

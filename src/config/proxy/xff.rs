@@ -110,14 +110,16 @@ pub fn istio_problems(files: &[(&Path, &str, &[Value])], hops: u32) -> Vec<Proxy
     in_force
         .into_iter()
         .filter(|(_, n, _, _)| *n != u64::from(hops))
-        .map(|(at, n, kind, defaulted)| ProxyConfigError::GatewayClientAddress {
-            at,
-            riskgate_hops: hops,
-            proxy_hops: n,
-            defaulted,
-            source_kind: kind,
-            policy: policy.clone(),
-        })
+        .map(
+            |(at, n, kind, defaulted)| ProxyConfigError::GatewayClientAddress {
+                at,
+                riskgate_hops: hops,
+                proxy_hops: n,
+                defaulted,
+                source_kind: kind,
+                policy: policy.clone(),
+            },
+        )
         .collect()
 }
 

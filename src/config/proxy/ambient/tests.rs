@@ -77,7 +77,11 @@ fn waypoint_policy_without_the_l4_policy_is_flagged_at_the_custom_policy() {
     assert!(got[0].starts_with("ambient.yaml:10: "), "{}", got[0]);
     assert!(got[0].contains("`pay/ask-riskgate`"), "{}", got[0]);
     assert!(got[0].contains("skips the waypoint"), "{}", got[0]);
-    assert!(got[0].contains("cluster.local/ns/pay/sa/waypoint"), "{}", got[0]);
+    assert!(
+        got[0].contains("cluster.local/ns/pay/sa/waypoint"),
+        "{}",
+        got[0]
+    );
 }
 
 #[test]
@@ -122,7 +126,9 @@ fn sidecar_and_ingress_gateway_policies_are_not_ambient() {
     let ingress = format!(
         "{}---\n{}",
         WAYPOINT.replace("istio-waypoint", "istio"),
-        CUSTOM.replace("KIND", "Gateway").replace("TARGET", "waypoint")
+        CUSTOM
+            .replace("KIND", "Gateway")
+            .replace("TARGET", "waypoint")
     );
     assert!(problems_of(&ingress).is_empty());
 }

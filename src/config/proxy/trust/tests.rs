@@ -250,7 +250,12 @@ fn istio_targetrefs_policy_needs_a_request_authentication_with_the_same_targets(
     };
     assert!(run("bank", refs).is_empty());
     // a waypoint ignores selector and namespace-wide RequestAuthentications
-    for (ns, scope) in [("bank", SAME), ("bank", ""), ("istio-system", ""), ("other", refs)] {
+    for (ns, scope) in [
+        ("bank", SAME),
+        ("bank", ""),
+        ("istio-system", ""),
+        ("other", refs),
+    ] {
         let got = run(ns, scope);
         assert_eq!(got.len(), 1, "{ns} {scope}: {got:?}");
         assert!(got[0].contains("attached by `targetRefs`"), "{}", got[0]);
