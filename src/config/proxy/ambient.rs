@@ -10,7 +10,8 @@
 //! an L4 `AuthorizationPolicy` (workload `selector` or namespace-wide, `action: ALLOW`, no
 //! `targetRefs`) whose every rule admits only the waypoint's identity
 //! (`<trust domain>/ns/<ns>/sa/<waypoint name>`: Istio runs a waypoint under a service
-//! account named after the `Gateway`), and no other ztunnel-enforced ALLOW policy there that
+//! account named after the `Gateway`, or the one its `gateway.istio.io/service-account`
+//! annotation names), and no other ztunnel-enforced ALLOW policy there that
 //! admits anyone else (ALLOW policies add up).
 
 use super::trust::{resource, Resource};
@@ -22,11 +23,17 @@ use std::path::Path;
 /// The Gateway class Istio uses for waypoints.
 pub(super) const WAYPOINT_CLASS: &str = "istio-waypoint";
 
+/// Istio's annotation that sets a gateway's service account (its identity).
+const SERVICE_ACCOUNT_ANNOTATION: &str = "gateway.istio.io/service-account";
+
 /// A Gateway API `Gateway` given among the Istio files.
 pub(super) struct Gateway {
     pub(super) namespace: String,
     pub(super) name: String,
     pub(super) class: String,
+    /// The service account its pods run as: the Gateway's name for a waypoint, unless the
+    /// `gateway.istio.io/service-account` annotation names another.
+    pub(super) service_account: String,
 }
 
 /// The AuthorizationPolicies and Gateways of a set of Istio files.
@@ -55,10 +62,18 @@ impl IstioSet {
                             .and_then(Value::as_str)
                             .unwrap_or_default()
                             .to_owned();
+                        let service_account = get(map, "metadata")
+                            .and_then(Value::as_mapping)
+                            .and_then(|m| get(m, "annotations"))
+                            .and_then(Value::as_mapping)
+                            .and_then(|a| get(a, SERVICE_ACCOUNT_ANNOTATION))
+                            .and_then(Value::as_str)
+                            .map_or_else(|| r.name.clone(), str::to_owned);
                         set.gateways.push(Gateway {
                             namespace: r.namespace,
                             name: r.name,
                             class,
+                            service_account,
                         });
                     }
                     _ => {}
@@ -75,26 +90,28 @@ impl IstioSet {
             .find(|g| g.namespace == namespace && g.name == name)
     }
 
-    /// The waypoints that enforce `policy` (a CUSTOM policy with `targetRefs`): the targeted
-    /// waypoint Gateways, or for a targeted Service the waypoints given in its namespace.
+    /// The service accounts of the waypoints that enforce `policy` (a CUSTOM policy with
+    /// `targetRefs`): the targeted waypoint Gateways, or for a targeted Service the waypoints
+    /// given in its namespace.
     /// `Err` names a Service target whose waypoint is not among the files.
     fn waypoints_of(&self, policy: &Resource) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
         for (kind, name) in &policy.target_refs {
             match kind.as_str() {
-                "Gateway"
-                    if self
+                "Gateway" => {
+                    if let Some(g) = self
                         .gateway(&policy.namespace, name)
-                        .is_some_and(|g| g.class == WAYPOINT_CLASS) =>
-                {
-                    out.push(name.clone());
+                        .filter(|g| g.class == WAYPOINT_CLASS)
+                    {
+                        out.push(g.service_account.clone());
+                    }
                 }
                 "Service" | "ServiceEntry" => {
                     let here: Vec<String> = self
                         .gateways
                         .iter()
                         .filter(|g| g.namespace == policy.namespace && g.class == WAYPOINT_CLASS)
-                        .map(|g| g.name.clone())
+                        .map(|g| g.service_account.clone())
                         .collect();
                     if here.is_empty() {
                         return Err(format!(
@@ -145,7 +162,7 @@ pub fn waypoint_problems(files: &[(&Path, &str, &[Value])]) -> Vec<ProxyConfigEr
             problems.push(ProxyConfigError::WaypointBypass {
                 at: at(policy),
                 why: format!(
-                    "AuthorizationPolicy `{ns}/{}` (CUSTOM) is enforced by waypoint {}, but no L4 AuthorizationPolicy in namespace `{ns}` (`selector` on the workloads, `action: ALLOW`, every rule `from.source.principals` only {}) admits the waypoint alone; in ambient mode a request sent straight to a pod IP skips the waypoint, so riskgate is never asked about it",
+                    "AuthorizationPolicy `{ns}/{}` (CUSTOM) is enforced by the waypoint running as {}, but no L4 AuthorizationPolicy in namespace `{ns}` (`selector` on the workloads, `action: ALLOW`, every rule `from.source.principals` only {}) admits the waypoint alone; in ambient mode a request sent straight to a pod IP skips the waypoint, so riskgate is never asked about it",
                     policy.name,
                     quoted(&waypoints),
                     quoted(&principals),
@@ -161,7 +178,7 @@ pub fn waypoint_problems(files: &[(&Path, &str, &[Value])]) -> Vec<ProxyConfigEr
             problems.push(ProxyConfigError::WaypointBypass {
                 at: at(wide),
                 why: format!(
-                    "AuthorizationPolicy `{ns}/{}` (ALLOW, enforced by ztunnel) admits sources other than waypoint {} of CUSTOM policy `{ns}/{}`; those requests reach the workloads without riskgate (ALLOW policies add up)",
+                    "AuthorizationPolicy `{ns}/{}` (ALLOW, enforced by ztunnel) admits sources other than the waypoint running as {} for CUSTOM policy `{ns}/{}`; those requests reach the workloads without riskgate (ALLOW policies add up)",
                     wide.name,
                     quoted(&waypoints),
                     policy.name

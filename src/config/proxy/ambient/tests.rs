@@ -107,6 +107,28 @@ fn an_l4_policy_admitting_anyone_else_is_flagged() {
 }
 
 #[test]
+fn a_service_account_annotation_is_the_waypoint_identity() {
+    let text = set(
+        ("Gateway", "waypoint"),
+        Some("cluster.local/ns/pay/sa/shared-waypoint"),
+    )
+    .replace(
+        "metadata: { name: waypoint, namespace: pay }",
+        "metadata:\n  name: waypoint\n  namespace: pay\n  annotations: { gateway.istio.io/service-account: shared-waypoint }",
+    );
+    assert!(problems_of(&text).is_empty(), "{:?}", problems_of(&text));
+    let plain = set(
+        ("Gateway", "waypoint"),
+        Some("cluster.local/ns/pay/sa/shared-waypoint"),
+    );
+    assert_eq!(
+        problems_of(&plain).len(),
+        2,
+        "without the annotation the SA is `waypoint`"
+    );
+}
+
+#[test]
 fn a_service_target_without_its_waypoint_file_is_flagged() {
     let text = CUSTOM
         .replace("KIND", "Service")
