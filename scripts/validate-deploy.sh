@@ -163,7 +163,7 @@ v_riskgate() { # DIR...
   if "$bin" validate --help 2>/dev/null | grep -q -- '--istio-config'; then
     # every Istio file: the mesh configs (timeouts) and the RequestAuthentication /
     # AuthorizationPolicy resources (who writes the identity header riskgate trusts)
-    for f in deploy/istio/*.yaml; do
+    for f in deploy/istio/*.yaml deploy/istio/*/*.yaml; do
       [ -f "$f" ] && proxy_args+=(--istio-config "$f")
     done
     for f in deploy/envoy/*.yaml deploy/envoy/*/*.yaml; do
@@ -217,13 +217,52 @@ v_riskgate_example() {
   local bin msg args=() f
   bin="$(riskgate_bin)" || return 1
   for f in deploy/envoy/*.yaml deploy/envoy/*/*.yaml; do args+=(--envoy-config "$f"); done
-  for f in deploy/istio/*.yaml; do args+=(--istio-config "$f"); done
+  for f in deploy/istio/*.yaml deploy/istio/*/*.yaml; do args+=(--istio-config "$f"); done
   if msg="$("$bin" validate -c deploy/riskgate.yaml "${args[@]}" 2>&1)"; then
     echo "ok      deploy/riskgate.yaml with every shipped proxy config: $msg"
   else
     echo "FAILED  deploy/riskgate.yaml: $(echo "$msg" | tr '\n' ' ')"
     return 1
   fi
+}
+
+# scripts/istio-add-provider.py on mesh configs that already have extension providers of their own
+# (tests/data/istio-mesh/): every existing provider is kept in order, riskgate's is added once, a
+# second run changes nothing, and the merged Helm values pass the `istio` checks above.
+v_mesh_merge() {
+  local f out rc=0 prod
+  prod="$(rendered_name deploy/kubernetes/overlays/production)"
+  [ -s "$prod" ] || render deploy/kubernetes/overlays/production "$prod" || return 1
+  for f in tests/data/istio-mesh/*.yaml; do
+    out="$work/merged-$(basename "$f")"
+    if ! "$py" scripts/istio-add-provider.py "$f" >"$out"; then
+      echo "FAILED  $f: istio-add-provider.py failed"; rc=1; continue
+    fi
+    if ! "$py" - "$f" "$out" <<'PY'
+import sys, yaml
+def providers(path):
+    doc = yaml.safe_load(open(path))
+    mesh = (yaml.safe_load(doc["data"]["mesh"]) if doc.get("kind") == "ConfigMap"
+            else (doc.get("spec") or {}).get("meshConfig") if doc.get("kind") == "IstioOperator"
+            else doc.get("meshConfig")) or {}
+    return [p["name"] for p in mesh.get("extensionProviders") or []]
+before, after = providers(sys.argv[1]), providers(sys.argv[2])
+ok = before and after == [*before, "riskgate"] if "riskgate" not in before else after == before
+print(f"{'ok     ' if ok else 'FAILED '} {sys.argv[1]}: providers {before} -> {after}")
+sys.exit(0 if ok else 1)
+PY
+    then rc=1; continue; fi
+    if ! "$py" scripts/istio-add-provider.py --check "$out"; then
+      echo "FAILED  $f: a second merge would change the result"; rc=1
+    fi
+    if "$py" scripts/istio-add-provider.py --check "$f" 2>/dev/null; then
+      echo "FAILED  $f: --check accepted a mesh config without riskgate's provider"; rc=1
+    fi
+    if grep -q '^meshConfig:' "$out" && ! "$py" "$checker" istio --rendered "$prod" "$out" >"$out.log"; then
+      echo "FAILED  $f: the merged values fail the istio checks:"; sed 's/^/          /' "$out.log"; rc=1
+    fi
+  done
+  return "$rc"
 }
 
 v_dockerfile() { # FILE
@@ -297,12 +336,13 @@ run() { # NAME FUNCTION ARGS...
 total=$SECONDS
 shopt -s nullglob globstar
 envoy_files=(deploy/envoy/**/*.yaml)
-istio_files=(deploy/istio/*.yaml)
+istio_files=(deploy/istio/**/*.yaml)
 
 run "envoy --mode validate (deploy/envoy/**)" v_envoy "${envoy_files[@]}"
 run "kubectl kustomize (base + overlays)" v_kustomize deploy/kubernetes/base "${OVERLAYS[@]}"
 run "kubernetes-validate --strict (rendered overlays)" v_k8s "${OVERLAYS[@]}"
 run "istio schemas + mesh config" v_istio "${istio_files[@]}"
+run "istio mesh config merge keeps other providers (scripts/istio-add-provider.py)" v_mesh_merge
 run "riskgate validate (rendered ConfigMaps)" v_riskgate "${OVERLAYS[@]}"
 run "riskgate validate (deploy/riskgate.yaml)" v_riskgate_example
 run "Dockerfile (hadolint, COPY sources)" v_dockerfile "$DOCKERFILE"

@@ -244,10 +244,72 @@ def istio_schema(api_version: str, kind: str) -> dict | None:
     return schema
 
 
+# Gateway API `Gateway` (gateway.networking.k8s.io/v1, standard channel v1.2), for ambient
+# waypoints. No Gateway API model is installed here (cloudcoil-models-istio has Istio's own CRDs
+# only), so this is the v1 Gateway's field list written out from the Gateway API reference,
+# strict like the others: unknown fields fail, required fields and enums as in the CRD.
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_REF = {"type": "object", "required": ["name"], "properties": {
+    "group": {"type": "string"}, "kind": {"type": "string"}, "name": {"type": "string"},
+    "namespace": {"type": "string"}}}
+GATEWAY_SCHEMA: dict = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "Gateway"},
+        "metadata": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "namespace": {"type": "string"},
+            "labels": _STR_MAP, "annotations": _STR_MAP}},
+        "spec": {"type": "object", "required": ["gatewayClassName", "listeners"], "properties": {
+            "gatewayClassName": {"type": "string", "minLength": 1},
+            "listeners": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
+                "type": "object", "required": ["name", "port", "protocol"], "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                    "hostname": {"type": "string"},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "protocol": {"type": "string", "minLength": 1},
+                    "tls": {"type": "object", "properties": {
+                        "mode": {"enum": ["Terminate", "Passthrough"]},
+                        "certificateRefs": {"type": "array", "items": _REF},
+                        "options": _STR_MAP}},
+                    "allowedRoutes": {"type": "object", "properties": {
+                        "namespaces": {"type": "object", "properties": {
+                            "from": {"enum": ["All", "Selector", "Same"]},
+                            "selector": {"type": "object"}}},
+                        "kinds": {"type": "array", "items": {"type": "object", "required": ["kind"],
+                                  "properties": {"group": {"type": "string"},
+                                                 "kind": {"type": "string"}}}}}}}}},
+            "addresses": {"type": "array", "items": {"type": "object", "required": ["value"],
+                          "properties": {"type": {"type": "string"}, "value": {"type": "string"}}}},
+            "infrastructure": {"type": "object", "properties": {
+                "labels": _STR_MAP, "annotations": _STR_MAP,
+                "parametersRef": {"type": "object", "required": ["group", "kind", "name"],
+                                  "properties": {"group": {"type": "string"},
+                                                 "kind": {"type": "string"},
+                                                 "name": {"type": "string"}}}}}}},
+    },
+}
+strictify(GATEWAY_SCHEMA)
+WAYPOINT_CLASS = "istio-waypoint"
+
+
+def check_waypoint(doc: dict, what: str) -> None:
+    """Istio programs a waypoint only from an HBONE listener on port 15008."""
+    spec = doc.get("spec") or {}
+    if spec.get("gatewayClassName") != WAYPOINT_CLASS:
+        return
+    if not any(l.get("protocol") == "HBONE" and l.get("port") == 15008 for l in spec.get("listeners") or []):
+        fail(f"{what}: a {WAYPOINT_CLASS} Gateway needs a listener with protocol HBONE on port 15008")
+
+
 def validate_istio_resource(doc: dict, what: str) -> bool:
     import jsonschema
 
-    schema = istio_schema(str(doc.get("apiVersion")), str(doc.get("kind")))
+    if str(doc.get("apiVersion")).startswith("gateway.networking.k8s.io/") and doc.get("kind") == "Gateway":
+        schema = GATEWAY_SCHEMA
+    else:
+        schema = istio_schema(str(doc.get("apiVersion")), str(doc.get("kind")))
     if schema is None:
         fail(f"{what}: no schema for kind {doc.get('kind')} ({doc.get('apiVersion')}) in "
              f"cloudcoil-models-istio")
@@ -517,6 +579,7 @@ def cmd_istio(files: list[str], rendered: str) -> None:
     meshes: list[tuple[str, Any]] = []
     policies: list[tuple[str, dict]] = []
     request_auths: list[tuple[str, dict]] = []
+    gateways: set[tuple[str | None, str]] = set()
     for path in files:
         for i, doc in load_docs(path):
             what = f"{path}#{i} {describe(doc)}"
@@ -544,6 +607,13 @@ def cmd_istio(files: list[str], rendered: str) -> None:
                     check_mesh_config(mesh, f"{what}: spec.meshConfig", facts)
                 continue
             if validate_istio_resource(doc, what):
+                if doc.get("kind") == "Gateway":
+                    n = len(problems)
+                    check_waypoint(doc, what)
+                    gateways.add(((doc.get("metadata") or {}).get("namespace"), doc["metadata"]["name"]))
+                    if len(problems) == n:
+                        ok(f"{what} (strict Gateway API v1 schema)")
+                    continue
                 ok(f"{what} (strict schema from cloudcoil-models-istio)")
                 if doc.get("kind") == "AuthorizationPolicy":
                     policies.append((what, doc))
@@ -567,10 +637,17 @@ def cmd_istio(files: list[str], rendered: str) -> None:
             elif meshes and name not in provider_names:
                 fail(f"{what}: provider {name!r} is not an extension provider of the mesh config "
                      f"({sorted(n for n in provider_names if n)})")
+            refs = spec.get("targetRefs") or ([spec["targetRef"]] if spec.get("targetRef") else [])
+            if spec.get("selector") and refs:
+                fail(f"{what}: selector and targetRefs are exclusive")
+            for ref in refs:
+                if ref.get("kind") == "Gateway" and (ns, ref.get("name")) not in gateways:
+                    fail(f"{what}: targetRefs Gateway {ref.get('name')!r} is not among the files "
+                         f"(namespace {ns}); pass the waypoint or gateway file too")
             selector = (spec.get("selector") or {}).get("matchLabels") or {}
             applies_to_riskgate_ns = ns in (ISTIO_ROOT_NAMESPACE, facts["namespace"])
             selects_riskgate = all(facts["pod_labels"].get(k) == v for k, v in selector.items())
-            if applies_to_riskgate_ns and selects_riskgate and facts["pod_labels"]:
+            if applies_to_riskgate_ns and selects_riskgate and facts["pod_labels"] and not refs:
                 fail(f"{what}: selects riskgate's own pods (labels {facts['pod_labels']}): riskgate "
                      f"would be asked to authorize its own Checks")
             if not spec.get("rules"):

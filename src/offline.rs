@@ -241,6 +241,15 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
             v.problems.extend(problems.iter().map(ToString::to_string));
         }
     }
+    if !proxies.istio.is_empty() {
+        let problems = istio_mesh_problems(&proxies.istio, hops);
+        if problems.is_empty() {
+            v.checked.push(format!(
+                "Istio: waypoint-enforced workloads admit only their waypoint; gateways asking riskgate trust {hops} x-forwarded-for hops like client_address.xff_trusted_hops"
+            ));
+        }
+        v.problems.extend(problems);
+    }
     if let Some(h) = &config.identity.trusted_header {
         v.problems.extend(trusted_header_problems(&h.name, proxies));
         if !proxies.envoy.is_empty() || !proxies.istio.is_empty() {
@@ -251,6 +260,29 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
         }
     }
     v
+}
+
+/// Across all the Istio files: ambient workloads that can be reached around the waypoint
+/// asking riskgate ([`proxy::ambient`]), and a gateway asking riskgate whose
+/// `numTrustedProxies` differs from `hops` ([`proxy::xff::istio_problems`]). A file that
+/// cannot be read is already reported by the timeout check.
+fn istio_mesh_problems(paths: &[PathBuf], hops: u32) -> Vec<String> {
+    let read: Vec<(&Path, String, Vec<serde_yaml_ng::Value>)> = paths
+        .iter()
+        .filter_map(|p| {
+            let (text, docs) = proxy::read_documents(p).ok()?;
+            Some((p.as_path(), text, docs))
+        })
+        .collect();
+    let files: Vec<(&Path, &str, &[serde_yaml_ng::Value])> = read
+        .iter()
+        .map(|(p, t, d)| (*p, t.as_str(), d.as_slice()))
+        .collect();
+    proxy::ambient::waypoint_problems(&files)
+        .iter()
+        .chain(proxy::xff::istio_problems(&files, hops).iter())
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// riskgate trusts `header` as proxy-written: every given proxy config must remove a

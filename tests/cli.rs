@@ -359,6 +359,7 @@ fn validate_rejects_a_trusted_header_the_proxy_lets_a_client_send() {
         ("--envoy-config", "deploy/envoy"),
         ("--envoy-config", "deploy/envoy/mtls"),
         ("--istio-config", "deploy/istio"),
+        ("--istio-config", "deploy/istio/ambient"),
     ] {
         let mut files: Vec<_> = std::fs::read_dir(repo(dir))
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())

@@ -8,6 +8,7 @@
 //! holding YAML as a string), so the check works on bootstrap files, IstioOperator resources,
 //! Helm values and ConfigMaps alike.
 
+pub mod ambient;
 mod duration;
 pub mod trust;
 pub mod xff;
@@ -121,6 +122,34 @@ pub enum ProxyConfigError {
         proxy_hops: u64,
         /// The HCM's `skip_xff_append`.
         skip_append: bool,
+    },
+    /// Ambient mode: workloads behind a riskgate-enforcing waypoint accept traffic that did
+    /// not pass through the waypoint, so riskgate is not asked about it.
+    #[error("{at}: {why}")]
+    WaypointBypass {
+        /// The CUSTOM policy, or the ALLOW policy that lets traffic around the waypoint.
+        at: SourceLocation,
+        /// What is missing or too wide.
+        why: String,
+    },
+    /// An Istio gateway that asks riskgate counts `x-forwarded-for` hops differently.
+    #[error(
+        "{at}: riskgate client_address.xff_trusted_hops is {riskgate_hops}, but Istio's gatewayTopology numTrustedProxies is {proxy_hops}{} ({source_kind}) and riskgate is asked at a gateway (AuthorizationPolicy `{policy}`); set numTrustedProxies and xff_trusted_hops to the same N",
+        if *defaulted { " (unset: the default)" } else { "" }
+    )]
+    GatewayClientAddress {
+        /// Where numTrustedProxies is set (or the mesh config that leaves it unset).
+        at: SourceLocation,
+        /// `client_address.xff_trusted_hops`.
+        riskgate_hops: u32,
+        /// The gateway's `numTrustedProxies`.
+        proxy_hops: u64,
+        /// Not set anywhere: Istio's default 0 applies.
+        defaulted: bool,
+        /// Mesh default or gateway pod annotation.
+        source_kind: &'static str,
+        /// `namespace/name` of a CUSTOM policy enforced at a gateway.
+        policy: String,
     },
     /// The risk budget does not fit under the proxy's timeout.
     #[error(

@@ -91,13 +91,16 @@ pub fn envoy_problems(
 }
 
 /// One Istio resource of interest.
-struct Resource {
-    file: std::path::PathBuf,
-    line: Option<usize>,
-    name: String,
-    namespace: String,
-    selector: Option<Mapping>,
-    body: Mapping,
+pub(super) struct Resource {
+    pub(super) file: std::path::PathBuf,
+    pub(super) line: Option<usize>,
+    pub(super) name: String,
+    pub(super) namespace: String,
+    pub(super) selector: Option<Mapping>,
+    /// `targetRefs` (or the older single `targetRef`) as `(kind, name)`: the policy attaches
+    /// to a gateway, a waypoint or a Service instead of selecting workloads' sidecars.
+    pub(super) target_refs: Vec<(String, String)>,
+    pub(super) body: Mapping,
 }
 
 /// Problems with `header` across a set of Istio files (mesh config and resources): one per
@@ -142,24 +145,32 @@ pub fn istio_problems(files: &[(&Path, &str, &[Value])], header: &str) -> Vec<Pr
         .map(|p| ProxyConfigError::UnguardedHeader {
             at: SourceLocation::line(p.file.clone(), p.line),
             header: header.clone(),
-            why: format!(
-                "AuthorizationPolicy `{}/{}` (CUSTOM) selects workloads that no RequestAuthentication with `outputPayloadToHeader: {header}` selects; there Envoy has no jwt_authn to remove a client-sent copy",
-                p.namespace, p.name
-            ),
+            why: if p.target_refs.is_empty() {
+                format!(
+                    "AuthorizationPolicy `{}/{}` (CUSTOM) selects workloads that no RequestAuthentication with `outputPayloadToHeader: {header}` selects; there Envoy has no jwt_authn to remove a client-sent copy",
+                    p.namespace, p.name
+                )
+            } else {
+                format!(
+                    "AuthorizationPolicy `{}/{}` (CUSTOM) is attached by `targetRefs` to targets that no RequestAuthentication with `outputPayloadToHeader: {header}` in namespace `{}` targets; there Envoy has no jwt_authn to remove a client-sent copy",
+                    p.namespace, p.name, p.namespace
+                )
+            },
         })
         .collect()
 }
 
-/// Whether a file holds Istio security resources (so it may lack `extensionProviders`).
+/// Whether a file holds Istio security resources or Gateway API gateways (an ambient
+/// waypoint), so it may lack `extensionProviders`.
 pub fn has_istio_resources(docs: &[Value]) -> bool {
     docs.iter().filter_map(Value::as_mapping).any(|m| {
         get(m, "apiVersion")
             .and_then(Value::as_str)
-            .is_some_and(|v| v.contains("istio.io/"))
+            .is_some_and(|v| v.contains("istio.io/") || v.starts_with("gateway.networking.k8s.io/"))
     })
 }
 
-fn resource(path: &Path, text: &str, map: &Mapping) -> Resource {
+pub(super) fn resource(path: &Path, text: &str, map: &Mapping) -> Resource {
     let meta = get(map, "metadata").and_then(Value::as_mapping);
     let field = |k: &str| {
         meta.and_then(|m| get(m, k))
@@ -177,6 +188,23 @@ fn resource(path: &Path, text: &str, map: &Mapping) -> Resource {
         .and_then(|s| get(s, "matchLabels"))
         .and_then(Value::as_mapping)
         .cloned();
+    let target_refs = get(&body, "targetRefs")
+        .and_then(Value::as_sequence)
+        .map(|refs| refs.iter().collect::<Vec<_>>())
+        .or_else(|| get(&body, "targetRef").map(|r| vec![r]))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Value::as_mapping)
+        .map(|r| {
+            let f = |k: &str| {
+                get(r, k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (f("kind"), f("name"))
+        })
+        .collect();
     let kind = get(map, "kind").and_then(Value::as_str).unwrap_or_default();
     let line = name_line(text, kind, &name);
     Resource {
@@ -185,6 +213,7 @@ fn resource(path: &Path, text: &str, map: &Mapping) -> Resource {
         name,
         namespace: field("namespace"),
         selector,
+        target_refs,
         body,
     }
 }
@@ -210,8 +239,19 @@ fn name_line(text: &str, kind: &str, name: &str) -> Option<usize> {
     None
 }
 
-/// `ra` applies to every workload `policy` selects.
+/// `ra` applies to every workload `policy` selects. A policy attached by `targetRefs` (a
+/// gateway or an ambient waypoint) is covered only by a `RequestAuthentication` in its
+/// namespace attached to the same targets: waypoints ignore selector and namespace-wide
+/// policies, and sidecars ignore `targetRefs` ones.
 fn covers(ra: &Resource, policy: &Resource) -> bool {
+    if !policy.target_refs.is_empty() || !ra.target_refs.is_empty() {
+        return ra.namespace == policy.namespace
+            && !policy.target_refs.is_empty()
+            && policy
+                .target_refs
+                .iter()
+                .all(|r| ra.target_refs.contains(r));
+    }
     let namespace_ok = ra.namespace == policy.namespace || ra.namespace == ISTIO_ROOT_NAMESPACE;
     let selector_ok = match (&ra.selector, &policy.selector) {
         (None, _) => true,

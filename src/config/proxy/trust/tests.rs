@@ -225,6 +225,45 @@ fn istio_files_without_any_custom_policy_are_flagged() {
         .contains("no AuthorizationPolicy with `action: CUSTOM`"));
 }
 
+#[test]
+fn istio_targetrefs_policy_needs_a_request_authentication_with_the_same_targets() {
+    let refs = "targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: waypoint }]";
+    let ap = AP.replace(
+        "selector: { matchLabels: { app: bank-api, tier: api } }",
+        refs,
+    );
+    let run = |ra_ns: &str, ra_scope: &str| {
+        let text = format!(
+            "{ap}---\n{}",
+            RA.replace("NS", ra_ns)
+                .replace("SELECTOR", ra_scope)
+                .replace("OUTPUT", OUT)
+        );
+        let d = docs(&text);
+        istio_problems(
+            &[(Path::new("istio.yaml"), text.as_str(), d.as_slice())],
+            "x-jwt-payload",
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+    };
+    assert!(run("bank", refs).is_empty());
+    // a waypoint ignores selector and namespace-wide RequestAuthentications
+    for (ns, scope) in [
+        ("bank", SAME),
+        ("bank", ""),
+        ("istio-system", ""),
+        ("other", refs),
+    ] {
+        let got = run(ns, scope);
+        assert_eq!(got.len(), 1, "{ns} {scope}: {got:?}");
+        assert!(got[0].contains("attached by `targetRefs`"), "{}", got[0]);
+    }
+    // and a sidecar policy is not covered by a RequestAuthentication attached to a waypoint
+    assert_eq!(istio(Some(("bank", refs, OUT))).len(), 1);
+}
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -245,19 +284,20 @@ fn shipped_envoy_configs_guard_x_jwt_payload() {
 
 #[test]
 fn shipped_istio_files_guard_x_jwt_payload() {
-    let read: Vec<(PathBuf, String, Vec<Value>)> = std::fs::read_dir(repo("deploy/istio"))
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                .filter_map(|p| {
-                    let (t, d) = super::super::read_documents(&p).ok()?;
-                    Some((p, t, d))
-                })
-                .collect()
+    let read: Vec<(PathBuf, String, Vec<Value>)> = ["deploy/istio", "deploy/istio/ambient"]
+        .into_iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(repo(dir))
+                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+                .unwrap_or_else(|_| Vec::new())
         })
-        .unwrap_or_default();
-    assert!(read.len() >= 5);
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter_map(|p| {
+            let (t, d) = super::super::read_documents(&p).ok()?;
+            Some((p, t, d))
+        })
+        .collect();
+    assert!(read.len() >= 8);
     let files: Vec<(&Path, &str, &[Value])> = read
         .iter()
         .map(|(p, t, d)| (p.as_path(), t.as_str(), d.as_slice()))
