@@ -287,6 +287,33 @@ async fn a_challenge_answered_on_the_spot_is_not_recorded() {
 }
 
 #[tokio::test]
+async fn a_challenge_met_later_with_a_token_clears_the_open_one() {
+    let config = config_with_window(Duration::from_secs(900));
+    let risk = Arc::new(ScriptedRisk::default());
+    risk.set(
+        "challenge",
+        Ok(rec(10.0, R::Challenge, "login", Some("u1"))),
+    );
+    let d = decider(&config, risk, Probe::new());
+    verdict(&d, balance("u1", "a1", Some("challenge"), json!({}))).await;
+    let dropped = verdict(&d, balance("u1", "a1", None, json!({}))).await;
+    assert_eq!(dropped.verdict, step_up(), "open challenge");
+    let mfa = json!({"amr": ["mfa"], "auth_time": now_ms() / 1000});
+    let met = verdict(&d, balance("u1", "a1", Some("challenge"), mfa)).await;
+    assert_eq!(
+        met.verdict,
+        Verdict::Allow,
+        "the CHALLENGE met with a fresh step-up"
+    );
+    let later = verdict(&d, balance("u1", "a1", None, json!({}))).await;
+    assert_eq!(
+        later.verdict,
+        Verdict::Allow,
+        "the open challenge is cleared"
+    );
+}
+
+#[tokio::test]
 async fn a_store_that_cannot_read_the_record_fails_closed() {
     let config = config_with_window(Duration::from_secs(900));
     let d = decider(&config, Arc::new(ScriptedRisk::default()), Probe::failing());

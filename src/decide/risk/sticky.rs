@@ -85,7 +85,9 @@ pub async fn tokenless(
 }
 
 /// After binding passed: remembers a DENY or high band, or an unanswered CHALLENGE, for
-/// `principal`'s tokenless requests. Does nothing for anything else (no store call).
+/// `principal`'s tokenless requests; a CHALLENGE met with a step-up authenticated after an
+/// open challenge clears it. Does nothing for anything else (no store call), and writes
+/// only a record that changed.
 pub async fn record(
     settings: &DecideSettings,
     store: &dyn StateStore,
@@ -98,9 +100,11 @@ pub async fn record(
         return;
     };
     let high = rec.kind == RecommendationType::Deny || band == Band::High;
-    let challenge = rec.kind == RecommendationType::Challenge
-        && !identity::step_up_done(&settings.identity, principal, settings.clock_skew_ms);
-    if window == 0 || !(high || challenge) {
+    let challenged = rec.kind == RecommendationType::Challenge;
+    let stepped_up =
+        challenged && identity::step_up_done(&settings.identity, principal, settings.clock_skew_ms);
+    let challenge = challenged && !stepped_up;
+    if window == 0 || !(high || challenged) {
         return;
     }
     let key = PrincipalRecord::key(id);
@@ -112,6 +116,7 @@ pub async fn record(
             PrincipalRecord::default()
         }
     };
+    let before = record.clone();
     let now = now_ms();
     let until = now.saturating_add(i64::try_from(window).unwrap_or(i64::MAX));
     if high {
@@ -124,7 +129,17 @@ pub async fn record(
             .clone()
             .filter(|c| c.len() <= MAX_CHALLENGE_LEN);
     }
-    write(store, &key, &record, window, now).await;
+    if stepped_up
+        && record
+            .open_challenge(now, window)
+            .is_some_and(|at| answers_challenge(settings, principal, at))
+    {
+        record.challenge_at_ms = None;
+        record.challenge = None;
+    }
+    if record != before {
+        write(store, &key, &record, window, now).await;
+    }
 }
 
 /// Whether `principal`'s verified claims show the step-up, authenticated at or after
