@@ -53,6 +53,8 @@ pub struct DecideSettings {
     pub retry_after_s: u32,
     /// Challenge value when the API names none.
     pub default_challenge: String,
+    /// `risk.sticky_window` in ms (0: sticky risk off); see [`risk::sticky`].
+    pub sticky_window_ms: u64,
 }
 
 impl DecideSettings {
@@ -71,6 +73,7 @@ impl DecideSettings {
             clock_skew_ms: millis(risk.clock_skew),
             retry_after_s: u32::try_from(risk.retry_after.as_secs()).unwrap_or(u32::MAX),
             default_challenge: risk.default_challenge,
+            sticky_window_ms: millis(risk.sticky_window),
         }
     }
 }
@@ -176,6 +179,7 @@ impl Decider {
         let assessed = risk::assess(
             &self.settings,
             self.risk.as_deref(),
+            &*self.uses,
             route,
             req,
             &principal,

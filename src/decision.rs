@@ -40,6 +40,9 @@ pub enum DenyReason {
     RiskDeny,
     /// The score is in the high band.
     RiskHigh,
+    /// No action token came, and this principal's recent risk was DENY or high (sticky
+    /// risk, `risk.sticky_window`): the band is high without asking the API.
+    RiskSticky,
     /// Cedar denied.
     PolicyDeny,
     /// The request could not be put to Cedar (entity or context off-schema).
@@ -137,6 +140,7 @@ impl DenyReason {
             },
             DenyReason::RiskDeny => "risk_deny",
             DenyReason::RiskHigh => "risk_high",
+            DenyReason::RiskSticky => "risk_sticky",
             DenyReason::PolicyDeny => "policy_deny",
             DenyReason::PolicyError => "policy_error",
             DenyReason::StepUpRequired { .. } => "step_up_required",
@@ -338,6 +342,7 @@ mod tests {
             DenyReason::Binding(BindingViolation::UsedUp),
             DenyReason::RiskDeny,
             DenyReason::RiskHigh,
+            DenyReason::RiskSticky,
             DenyReason::PolicyDeny,
             DenyReason::RequestTooLarge(Limit::HeaderCount),
             DenyReason::RequestTooLarge(Limit::PathBytes),

@@ -168,6 +168,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             istio,
         } => {
             let report = offline::validate(&config.config, &ProxyFiles { envoy, istio });
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
             for problem in &report.problems {
                 eprintln!("{problem}");
             }

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod unassessed;
+
 /// The question to decide.
 #[derive(Debug, Clone)]
 pub struct OfflineQuestion {
@@ -135,6 +137,8 @@ pub struct Validation {
     pub problems: Vec<String>,
     /// What was checked, for the success message.
     pub checked: Vec<String>,
+    /// Likely mistakes that do not fail validation (printed, exit status unchanged).
+    pub warnings: Vec<String>,
 }
 
 impl Validation {
@@ -170,6 +174,9 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
                 v.checked
                     .push(format!("{} shadow policies", shadow.policy_count()));
             }
+            let bands = config.risk_or_default().bands;
+            v.warnings
+                .extend(unassessed::warnings(&config.routes, &s.policies, &bands));
         }
         Err(LoadError::Policy(e)) => v.problems.extend(e.0.iter().map(ToString::to_string)),
         Err(LoadError::Config(e)) => v.problems.push(format!("{}: {e}", config_path.display())),

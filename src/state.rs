@@ -16,6 +16,7 @@
 mod guard;
 mod key;
 mod memory;
+pub mod principal_record;
 pub mod reccache;
 mod redis;
 

@@ -62,6 +62,12 @@ pub struct RiskConfig {
     pub token_refresh: TokenRefreshConfig,
     /// `x-risk-challenge` value when a CHALLENGE names no `challenge_type`.
     pub default_challenge: String,
+    /// Sticky risk: after a principal's bound DENY or high-band recommendation, that
+    /// principal's requests without an action token (on `risk: optional` routes) are
+    /// treated as band high for this long, and an unanswered CHALLENGE answers them with
+    /// the step-up 401 for at most this long. `0s` turns sticky risk off.
+    #[serde(deserialize_with = "duration::millis")]
+    pub sticky_window: Duration,
 }
 
 impl Default for RiskConfig {
@@ -86,6 +92,7 @@ impl Default for RiskConfig {
             breaker: BreakerConfig::default(),
             token_refresh: TokenRefreshConfig::default(),
             default_challenge: "step_up".into(),
+            sticky_window: Duration::from_secs(15 * 60),
         }
     }
 }

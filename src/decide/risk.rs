@@ -7,6 +7,7 @@
 pub mod band;
 pub mod binding;
 pub mod fail_mode;
+pub mod sticky;
 
 pub use band::{score_for_policy, Band};
 pub use binding::BindingViolation;
@@ -20,6 +21,7 @@ use crate::identity::{self, Principal};
 use crate::request::AccessRequest;
 use crate::risk::{Assessment, Assessor, FetchError, RecommendationType};
 use crate::routes::Route;
+use crate::state::StateStore;
 
 /// Longest action token accepted before asking the API (SDK tokens are a few hundred bytes).
 pub const MAX_ACTION_TOKEN_LEN: usize = 8 * 1024;
@@ -50,9 +52,11 @@ impl RiskOutcome {
 
 /// Assesses the request's action token for `route`: recommendation, binding and band, or
 /// the fail mode on an outage. Records the facts on `d` (also when binding refuses).
+/// `store` keeps each user's [`sticky`] risk: what a request without a token gets.
 pub async fn assess(
     settings: &DecideSettings,
     assessor: Option<&Assessor>,
+    store: &dyn StateStore,
     route: &Route,
     req: &AccessRequest,
     principal: &Principal,
@@ -68,7 +72,10 @@ pub async fn assess(
     let Some(token) = token else {
         return match route.risk {
             RiskMode::Required => Err(DenyReason::ActionTokenRequired),
-            _ => Ok(RiskOutcome::UNASSESSED),
+            _ => {
+                sticky::tokenless(settings, store, principal, d).await?;
+                Ok(RiskOutcome::UNASSESSED)
+            }
         };
     };
     if token.len() > MAX_ACTION_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -124,6 +131,7 @@ pub async fn assess(
         now_ms(),
     )
     .map_err(DenyReason::Binding)?;
+    sticky::record(settings, store, principal, rec, band).await;
     Ok(RiskOutcome {
         band,
         assessment: Some(assessment),

@@ -215,6 +215,20 @@ impl PolicySnapshot {
         self.policies.policies().count()
     }
 
+    /// Ids of the entities file's entities of type `type_name`, sorted: the principals and
+    /// resources `riskgate validate` tries a route with.
+    pub fn entity_ids(&self, type_name: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .entities
+            .iter()
+            .map(Entity::uid)
+            .filter(|uid| uid.type_name().to_string() == type_name)
+            .map(|uid| uid.id().unescaped().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// `file:line` of a policy id, for `riskgate check` output.
     pub fn origin(&self, id: &str) -> Option<&str> {
         self.origins.get(id).map(String::as_str)
