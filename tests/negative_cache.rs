@@ -47,7 +47,13 @@ fn no_breaker(c: &mut Config) {
 
 #[tokio::test]
 async fn a_bogus_token_sent_1000_times_costs_one_api_call() {
-    let rg = start(SimConfig::default(), no_breaker).await;
+    // A TTL far longer than the run, so a slow (loaded) machine cannot expire the entry
+    // mid-test and turn one call into two.
+    let rg = start(SimConfig::default(), |c| {
+        no_breaker(c);
+        risk_mut(c).negative_cache.ttl = ms("RISKGATE_TEST_NEGATIVE_LONG_TTL_MS", 600_000);
+    })
+    .await;
     for i in 0..1_000 {
         assert_eq!(rg.status(balance("bogus")).await, 403, "check {i}");
     }
