@@ -212,17 +212,23 @@ impl Assessor {
         self
     }
 
-    /// Whether assessing `action_token` now would fetch (a miss in both the recommendation
-    /// and the negative cache), so the caller can charge its call budget first. Cheap: no
-    /// read is recorded. A Check that then joins a fetch already in flight, or that the
-    /// shared cache answers, was still charged.
+    /// Whether assessing `action_token` now would start an API call — a miss in the
+    /// recommendation and the negative cache with no fetch for it in flight — so the caller
+    /// can charge its call budget first. Cheap: no cache read is recorded. A fetch that the
+    /// shared cache then answers was still charged.
     pub fn needs_call(&self, action_token: &str) -> bool {
         let key = token_key(action_token);
-        !self.cache.contains_key(&key)
-            && !self
+        let known = self.cache.contains_key(&key)
+            || self
                 .negative
                 .as_ref()
-                .is_some_and(|negative| negative.contains_key(&key))
+                .is_some_and(|negative| negative.contains_key(&key));
+        !known
+            && !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&key)
     }
 
     /// The breaker (for metrics).
