@@ -4,7 +4,7 @@
 //! [`crate::decide::risk`].
 //!
 //! ```text
-//! decide::risk ──► Assessor (moka cache, single flight, breaker, budget)
+//! decide::risk ──► Assessor (moka cache, single flight, concurrency cap, breaker, budget)
 //!                 └──► dyn RiskSource ──► TransmitClient ──► GET {host}/risk/v1/recommendation
 //!                                              └──► TokenManager ──► POST {host}/oidc/token
 //! ```
