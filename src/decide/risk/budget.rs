@@ -5,8 +5,8 @@
 //!
 //! - **Per-source budget** (`risk.call_budget`): at most `calls` API calls per fixed,
 //!   clock-aligned `window` for one source — the principal when authenticated, else the
-//!   client address ([`AccessRequest::source_ip`], an IPv6 address by its `/64`, which one
-//!   subscriber usually holds whole). Counted in the [state store](crate::state), so shared
+//!   client address ([`source_ip`](crate::request::AccessRequest::source_ip); an IPv6
+//!   address by its `/64`, which one subscriber usually holds whole). Counted in the [state store](crate::state), so shared
 //!   by the replicas of one Redis and per replica with `store: memory`. Only a Check that
 //!   would call is charged (a cached recommendation or a cached rejection costs nothing);
 //!   over budget → 429 + `retry-after` (the rest of the window), without calling.
@@ -14,7 +14,8 @@
 //!   Check may not spend an unbudgeted call → 503 + `retry-after`. With `on_failure: local`
 //!   the [guarded store](crate::state::Guarded) counts in this replica's memory instead.
 //! - **Back-pressure** — `risk.max_concurrent_calls` calls already out
-//!   ([`FetchError::Busy`]) or the API's own 429 ([`FetchError::Throttled`]) → 503 +
+//!   ([`FetchError::Busy`](crate::risk::FetchError::Busy)) or the API's own 429
+//!   ([`FetchError::Throttled`](crate::risk::FetchError::Throttled)) → 503 +
 //!   `retry-after` whatever the fail mode; the breaker never hears of either.
 
 use crate::clock::now_ms;
