@@ -61,6 +61,10 @@ async fn run() {
     let concurrency = env_num("BENCH_CONCURRENCY", 16);
 
     let rg = common::start(SimConfig::default(), |c| {
+        // every write is a fresh token from one user: no per-source call budget here
+        if let Some(r) = c.risk.as_mut() {
+            r.call_budget.calls = 0;
+        }
         if mode == "redis" {
             c.state.store = StoreKind::Redis;
             c.state.redis = Some(RedisConfig {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! hygiene ─► route ─► principal ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403     401/403/503  403      403          401        403
+//!   403     403/pass     403   401/403/429/503 403     403          401        403
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
@@ -55,6 +55,8 @@ pub struct DecideSettings {
     pub default_challenge: String,
     /// `risk.sticky_window` in ms (0: sticky risk off); see [`risk::sticky`].
     pub sticky_window_ms: u64,
+    /// Per-source budget of risk-API calls (`risk.call_budget`).
+    pub call_budget: risk::CallBudgetSettings,
 }
 
 impl DecideSettings {
@@ -74,6 +76,10 @@ impl DecideSettings {
             retry_after_s: u32::try_from(risk.retry_after.as_secs()).unwrap_or(u32::MAX),
             default_challenge: risk.default_challenge,
             sticky_window_ms: millis(risk.sticky_window),
+            call_budget: risk::CallBudgetSettings {
+                calls: risk.call_budget.calls,
+                window_ms: millis(risk.call_budget.window),
+            },
         }
     }
 }
@@ -84,6 +90,7 @@ pub struct Decider {
     snapshot: ArcSwap<Snapshot>,
     risk: Option<Arc<Assessor>>,
     uses: Arc<dyn StateStore>,
+    budget: risk::CallBudget,
 }
 
 impl std::fmt::Debug for Decider {
@@ -96,18 +103,22 @@ impl std::fmt::Debug for Decider {
 
 impl Decider {
     /// A decider over a loaded snapshot, an optional risk assessor, and the state store
-    /// that counts uses of actions (per replica, or shared across replicas).
+    /// that counts uses of actions and risk-API call budgets (per replica, or shared
+    /// across replicas).
     pub fn new(
         settings: DecideSettings,
         snapshot: Snapshot,
         risk: Option<Arc<Assessor>>,
         uses: Arc<dyn StateStore>,
     ) -> Decider {
+        let budget =
+            risk::CallBudget::new(settings.call_budget, settings.retry_after_s, uses.clone());
         Decider {
             settings,
             snapshot: ArcSwap::from_pointee(snapshot),
             risk,
             uses,
+            budget,
         }
     }
 
@@ -180,6 +191,7 @@ impl Decider {
             &self.settings,
             self.risk.as_deref(),
             &*self.uses,
+            &self.budget,
             route,
             req,
             &principal,

@@ -63,6 +63,23 @@ pub enum DenyReason {
         /// Seconds for `retry-after`.
         retry_after_s: u32,
     },
+    /// The source (principal, else client address) has spent its budget of risk-API calls
+    /// for this window (`risk.call_budget`): 429, no API call made.
+    RiskBudgetExceeded {
+        /// Seconds until the window ends, for `retry-after`.
+        retry_after_s: u32,
+    },
+    /// `risk.max_concurrent_calls` API calls were already out: 503, no API call made.
+    RiskApiBusy {
+        /// Seconds for `retry-after`.
+        retry_after_s: u32,
+    },
+    /// The risk API answered 429: 503, whatever the fail mode (back-pressure is not an
+    /// outage, so it never buys a fail-open answer nor opens the breaker).
+    RiskApiThrottled {
+        /// The API's `Retry-After` (bounded), else `risk.retry_after`.
+        retry_after_s: u32,
+    },
     /// The Check exceeds one of riskgate's own limits (`limits.*`): it is not parsed further.
     RequestTooLarge(Limit),
     /// The action-token header came more than once (e.g. `X-Action-Token` and
@@ -113,7 +130,11 @@ impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
             DenyReason::ActionTokenRequired | DenyReason::StepUpRequired { .. } => 401,
-            DenyReason::RiskUnavailable { .. } | DenyReason::StateUnavailable { .. } => 503,
+            DenyReason::RiskUnavailable { .. }
+            | DenyReason::StateUnavailable { .. }
+            | DenyReason::RiskApiBusy { .. }
+            | DenyReason::RiskApiThrottled { .. } => 503,
+            DenyReason::RiskBudgetExceeded { .. } => 429,
             _ => 403,
         }
     }
@@ -146,6 +167,9 @@ impl DenyReason {
             DenyReason::StepUpRequired { .. } => "step_up_required",
             DenyReason::RiskUnavailable { .. } => "risk_unavailable",
             DenyReason::StateUnavailable { .. } => "state_unavailable",
+            DenyReason::RiskBudgetExceeded { .. } => "risk_budget_exceeded",
+            DenyReason::RiskApiBusy { .. } => "risk_api_busy",
+            DenyReason::RiskApiThrottled { .. } => "risk_api_throttled",
             DenyReason::RequestTooLarge(limit) => match limit {
                 Limit::HeaderCount => "too_many_headers",
                 Limit::HeaderBytes => "headers_too_large",
@@ -156,7 +180,19 @@ impl DenyReason {
         }
     }
 
-    /// Outcome class.
+    /// `retry-after` seconds, for the reasons that carry one.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        match self {
+            DenyReason::RiskUnavailable { retry_after_s }
+            | DenyReason::StateUnavailable { retry_after_s }
+            | DenyReason::RiskBudgetExceeded { retry_after_s }
+            | DenyReason::RiskApiBusy { retry_after_s }
+            | DenyReason::RiskApiThrottled { retry_after_s } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+
+    /// Outcome class (a 429 is a deny: a verdict on the caller, not riskgate's outage).
     pub fn class(&self) -> OutcomeClass {
         match self.http_status() {
             401 => OutcomeClass::Challenge,
@@ -333,6 +369,17 @@ mod tests {
             DenyReason::RiskUnavailable { retry_after_s: 5 }.http_status(),
             503
         );
+        assert_eq!(
+            DenyReason::RiskBudgetExceeded { retry_after_s: 5 }.http_status(),
+            429
+        );
+        for r in [
+            DenyReason::RiskApiBusy { retry_after_s: 5 },
+            DenyReason::RiskApiThrottled { retry_after_s: 5 },
+        ] {
+            assert_eq!(r.http_status(), 503, "{r:?}");
+            assert_eq!(r.retry_after_s(), Some(5), "{r:?}");
+        }
         for r in [
             DenyReason::Malformed("x"),
             DenyReason::MethodOverride,

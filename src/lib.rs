@@ -37,7 +37,7 @@
 //!      shadow set beside it, which never decides), [`policy`];
 //!    * [`decide::uses`] — an allowed request spends one use of its action.
 //! 3. **Respond** — [`authz::respond`] turns the [`decision::Decision`] into Envoy's
-//!    answer (200 with headers for the upstream, or 401/403/503 with a generic body); the
+//!    answer (200 with headers for the upstream, or 401/403/429/503 with a generic body); the
 //!    same decision is counted in the metrics ([`telemetry`]) and written as one audit line
 //!    ([`audit`]). [`decision::DenyReason`] is the one vocabulary of why, for answer, metrics
 //!    and audit alike.
@@ -54,8 +54,9 @@
 //!   [`RiskSource`](risk::RiskSource) seam. What it means for a request is
 //!   [`decide::risk`]'s business.
 //! * [`state`] is the store for what must hold across replicas — the use ledger of
-//!   single-use tokens, the shared recommendation cache: in memory per replica, or Redis
-//!   shared by all, behind one small trait with a guard (timeout, breaker, failure outcome).
+//!   single-use tokens, the per-source risk-API call budgets, the shared recommendation
+//!   cache: in memory per replica, or Redis shared by all, behind one small trait with a
+//!   guard (timeout, breaker, failure outcome).
 //! * [`policy`] loads and validates the Cedar schema, policies and entities;
 //!   [`policy::snapshot`] builds the immutable snapshot (routes, live and shadow sets) that
 //!   start-up, hot reload and the offline commands all load the same way.

@@ -83,7 +83,8 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
         threats: Vec::new(),
         preview_rule: None,
     };
-    let settings = DecideSettings::from_config(config);
+    let mut settings = DecideSettings::from_config(config);
+    settings.call_budget.calls = 0; // a synthetic recommendation: no API call to budget
     let assessor = Assessor::new(
         Arc::new(Synthetic(rec)),
         Arc::new(Breaker::new(1, Duration::from_secs(1))),

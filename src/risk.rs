@@ -4,7 +4,7 @@
 //! [`crate::decide::risk`].
 //!
 //! ```text
-//! decide::risk ──► Assessor (moka cache, single flight, breaker, budget)
+//! decide::risk ──► Assessor (moka cache, single flight, concurrency cap, breaker, budget)
 //!                 └──► dyn RiskSource ──► TransmitClient ──► GET {host}/risk/v1/recommendation
 //!                                              └──► TokenManager ──► POST {host}/oidc/token
 //! ```
@@ -62,7 +62,9 @@ pub fn build_assessor(
         config.breaker.failure_threshold,
         config.breaker.open,
     ));
-    let assessor = Assessor::new(Arc::new(client), breaker, settings_from(config), observer);
+    let max_concurrent = usize::try_from(config.max_concurrent_calls).unwrap_or(usize::MAX);
+    let assessor = Assessor::new(Arc::new(client), breaker, settings_from(config), observer)
+        .with_max_concurrent_calls(max_concurrent);
     Ok((assessor, tokens))
 }
 

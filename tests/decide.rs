@@ -470,7 +470,7 @@ async fn outage_under_each_fail_mode() {
         FetchError::Timeout,
         FetchError::Connect("refused".into()),
         FetchError::Unavailable(503),
-        FetchError::Unavailable(429),
+        FetchError::Unavailable(502),
         FetchError::Garbage("not json".into()),
         FetchError::Unauthorized,
     ];

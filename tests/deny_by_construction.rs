@@ -120,6 +120,9 @@ fn service(fail_mode: FailMode, budget: Duration) -> Service {
     if let Some(risk) = config.risk.as_mut() {
         risk.fail_mode = fail_mode;
         risk.budget = budget;
+        // every case is a fresh token: the per-source call budget (tests/api_budget.rs)
+        // would turn later cases into 429s and hide the paths under test
+        risk.call_budget.calls = 0;
     }
     let snapshot = match riskgate::policy::load_snapshot(&config) {
         Ok(s) => s,
@@ -217,7 +220,10 @@ fn fault() -> impl Strategy<Value = FetchError> {
         Just(FetchError::Timeout),
         Just(FetchError::Connect("connection refused".into())),
         (500u16..600).prop_map(FetchError::Unavailable),
-        Just(FetchError::Unavailable(429)),
+        Just(FetchError::Throttled {
+            retry_after_s: Some(1)
+        }),
+        Just(FetchError::Busy),
         Just(FetchError::Unauthorized),
         Just(FetchError::NoToken("oauth 503".into())),
         Just(FetchError::Garbage("expected value at line 1".into())),
@@ -583,7 +589,13 @@ fn check_answer(
             prop_assert_eq!(fields, vec!["decision_id", "error"], "deny body {}", d.body);
             let error = body["error"].as_str().unwrap_or("");
             prop_assert!(
-                ["forbidden", "unauthorized", "unavailable"].contains(&error),
+                [
+                    "forbidden",
+                    "unauthorized",
+                    "too_many_requests",
+                    "unavailable"
+                ]
+                .contains(&error),
                 "deny error word {}",
                 error
             );

@@ -133,9 +133,17 @@ impl Replicas {
             let state = state_section(&redis.url(), share);
             rgs.push(
                 Riskgate::start(&rg_dir, &sim.base_url(), move |v| {
-                    v.as_mapping_mut()
-                        .expect("config mapping")
-                        .insert("state".into(), state);
+                    let config = v.as_mapping_mut().expect("config mapping");
+                    config.insert("state".into(), state);
+                    // every trial is a fresh token from u1 at each replica: the shared
+                    // per-source call budget (tests/api_budget.rs) would refuse the later ones
+                    let risk = config
+                        .get_mut("risk")
+                        .and_then(|r| r.as_mapping_mut())
+                        .expect("risk mapping");
+                    let off: serde_yaml_ng::Value =
+                        serde_yaml_ng::from_str("{ calls: 0 }").expect("budget yaml");
+                    risk.insert("call_budget".into(), off);
                 })
                 .await,
             );

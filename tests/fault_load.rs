@@ -144,6 +144,9 @@ async fn faults_under_load_never_allow_wrongly_and_audit_every_decision() {
         risk.budget = Duration::from_millis(budget_ms);
         risk.breaker.failure_threshold = 5;
         risk.breaker.open = Duration::from_millis(budget_ms * 2);
+        // one user sends every token: the per-source call budget (tests/api_budget.rs)
+        // would stop the faults below from reaching the API at all
+        risk.call_budget.calls = 0;
     }
     let max_entries = config.risk.as_ref().map_or(0, |r| r.cache.max_entries);
     let audit_path = dir.path().join("audit.jsonl");

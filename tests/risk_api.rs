@@ -237,13 +237,7 @@ async fn each_outage_kind_under_each_fail_mode() {
                 ..read_ok()
             },
         ),
-        (
-            "status_429",
-            ScriptedAction {
-                status: Some(429),
-                ..read_ok()
-            },
-        ),
+        // a 429 is back-pressure, not an outage: 503 under every mode (tests/api_budget.rs)
         (
             "garbage",
             ScriptedAction {

@@ -165,6 +165,7 @@ fn deny(d: &Decision, reason: &DenyReason, settings: &AnswerSettings) -> CheckRe
     let status = reason.http_status();
     let error = match status {
         401 => "unauthorized",
+        429 => "too_many_requests",
         503 => "unavailable",
         _ => "forbidden",
     };
@@ -193,11 +194,11 @@ fn deny(d: &Decision, reason: &DenyReason, settings: &AnswerSettings) -> CheckRe
             }
             headers.push(header("www-authenticate", www));
         }
-        DenyReason::RiskUnavailable { retry_after_s }
-        | DenyReason::StateUnavailable { retry_after_s } => {
-            headers.push(header("retry-after", retry_after_s.to_string()));
+        other => {
+            if let Some(retry_after_s) = other.retry_after_s() {
+                headers.push(header("retry-after", retry_after_s.to_string()));
+            }
         }
-        _ => {}
     }
     CheckResponse {
         status: Some(RpcStatus {
@@ -335,6 +336,21 @@ mod tests {
         );
         let headers = denied.map(|x| x.headers.as_slice()).unwrap_or_default();
         assert_eq!(header_value(headers, "retry-after"), Some("7"));
+    }
+
+    #[test]
+    fn over_budget_is_429_with_retry_after() {
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::RiskBudgetExceeded { retry_after_s: 42 });
+        let resp = to_check_response(&d, &AnswerSettings::default());
+        let denied = denied(&resp);
+        assert_eq!(
+            denied.and_then(|x| x.status.as_ref()).map(|s| s.code),
+            Some(429)
+        );
+        let headers = denied.map(|x| x.headers.as_slice()).unwrap_or_default();
+        assert_eq!(header_value(headers, "retry-after"), Some("42"));
+        assert!(denied.is_some_and(|x| x.body.contains("too_many_requests")));
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub struct RiskConfig {
     /// the step-up 401 for at most this long. `0s` turns sticky risk off.
     #[serde(deserialize_with = "duration::millis")]
     pub sticky_window: Duration,
+    /// Risk-API calls one source may cause per window (by principal when authenticated,
+    /// else by client address); over it a Check gets 429 without an API call.
+    pub call_budget: CallBudgetConfig,
+    /// Most risk-API calls in flight at once per replica (0: no cap); over it a Check gets
+    /// 503 + `retry-after` without an API call.
+    pub max_concurrent_calls: u32,
 }
 
 impl Default for RiskConfig {
@@ -93,6 +99,29 @@ impl Default for RiskConfig {
             token_refresh: TokenRefreshConfig::default(),
             default_challenge: "step_up".into(),
             sticky_window: Duration::from_secs(15 * 60),
+            call_budget: CallBudgetConfig::default(),
+            max_concurrent_calls: 64,
+        }
+    }
+}
+
+/// Per-source budget of risk-API calls: at most `calls` per fixed `window` (aligned to the
+/// clock, shared by the replicas of one state store). Cache hits cost nothing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallBudgetConfig {
+    /// Calls per window and source (0: no budget).
+    pub calls: u32,
+    /// The window (at least 1s; a bare number is milliseconds).
+    #[serde(deserialize_with = "duration::millis")]
+    pub window: Duration,
+}
+
+impl Default for CallBudgetConfig {
+    fn default() -> Self {
+        CallBudgetConfig {
+            calls: 60,
+            window: Duration::from_secs(60),
         }
     }
 }
@@ -335,6 +364,24 @@ impl RiskConfig {
                 "must be at least 1",
             ));
         }
+        if self.call_budget.calls > 0
+            && !(Duration::from_secs(1)..=Duration::from_secs(86_400))
+                .contains(&self.call_budget.window)
+        {
+            return Err(ConfigError::field(
+                "risk.call_budget.window",
+                "must be between 1s and 24h (or set `calls: 0` to turn the budget off)",
+            ));
+        }
+        if self.max_concurrent_calls > 100_000 {
+            return Err(ConfigError::field(
+                "risk.max_concurrent_calls",
+                format!(
+                    "{} is over 100000 (0 turns the cap off)",
+                    self.max_concurrent_calls
+                ),
+            ));
+        }
         let pct = self.token_refresh.at_percent;
         if !(10..=95).contains(&pct) {
             return Err(ConfigError::field(
@@ -416,6 +463,38 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(msg.contains("risk.region"), "{msg}");
+    }
+
+    #[test]
+    fn call_budget_and_concurrency_are_validated_naming_the_field() {
+        let msg = |c: &RiskConfig| {
+            c.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let mut c = with(Some(Region::Us), None);
+        assert_eq!(c.call_budget.calls, 60, "on by default");
+        assert!(c.max_concurrent_calls > 0, "on by default");
+        c.call_budget.window = Duration::from_millis(500);
+        assert!(msg(&c).contains("risk.call_budget.window"), "{}", msg(&c));
+        c.call_budget.calls = 0;
+        assert!(c.validate().is_ok(), "no budget: the window is unused");
+        c.max_concurrent_calls = 1_000_000;
+        assert!(msg(&c).contains("risk.max_concurrent_calls"), "{}", msg(&c));
+    }
+
+    #[test]
+    fn call_budget_parses_from_yaml() {
+        let c: RiskConfig = match serde_yaml_ng::from_str(
+            "call_budget: { calls: 5, window: 2m }\nmax_concurrent_calls: 0",
+        ) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.call_budget.calls, 5);
+        assert_eq!(c.call_budget.window, Duration::from_secs(120));
+        assert_eq!(c.max_concurrent_calls, 0);
     }
 
     #[test]

@@ -2,15 +2,18 @@
 //! recommendation (cache, API, breaker); this stage decides what it means for this
 //! request — which token counts, whether the recommendation is bound to this request
 //! ([`binding`]), which [`Band`] it falls in ([`band`]), what an outage turns into
-//! ([`FailMode`]), whether DENY/high end the decision, and whether a CHALLENGE is met.
+//! ([`FailMode`]), whether DENY/high end the decision, and whether a CHALLENGE is met. A
+//! Check that would call the API is first charged to its source's [`budget`].
 
 pub mod band;
 pub mod binding;
+pub mod budget;
 pub mod fail_mode;
 pub mod sticky;
 
 pub use band::{score_for_policy, Band};
 pub use binding::BindingViolation;
+pub use budget::{CallBudget, CallBudgetSettings};
 pub use fail_mode::FailMode;
 
 use super::DecideSettings;
@@ -52,11 +55,13 @@ impl RiskOutcome {
 
 /// Assesses the request's action token for `route`: recommendation, binding and band, or
 /// the fail mode on an outage. Records the facts on `d` (also when binding refuses).
-/// `store` keeps each user's [`sticky`] risk: what a request without a token gets.
+/// `store` keeps each user's [`sticky`] risk: what a request without a token gets. A
+/// Check that would call the API is charged to `budget` first.
 pub async fn assess(
     settings: &DecideSettings,
     assessor: Option<&Assessor>,
     store: &dyn StateStore,
+    budget: &CallBudget,
     route: &Route,
     req: &AccessRequest,
     principal: &Principal,
@@ -82,6 +87,9 @@ pub async fn assess(
         return Err(DenyReason::TokenRejected);
     }
     let fail_mode = route.fail_mode.unwrap_or(settings.fail_mode);
+    budget
+        .charge_if_calling(assessor, token, principal, req.source_ip)
+        .await?;
     let fetched = match assessor {
         Some(assessor) => assessor.assess(token, req.deadline).await,
         None => Err(FetchError::NoToken("risk not configured".into())),
@@ -97,6 +105,10 @@ pub async fn assess(
             return Err(DenyReason::RiskUnavailable {
                 retry_after_s: settings.retry_after_s,
             });
+        }
+        Err(FetchError::Busy) => return Err(budget::busy(settings.retry_after_s)),
+        Err(FetchError::Throttled { retry_after_s }) => {
+            return Err(budget::throttled(retry_after_s, settings.retry_after_s));
         }
         Err(outage) => {
             d.fail_mode = Some((fail_mode.label(), outage.label()));

@@ -14,6 +14,11 @@
 //! second, short-lived cache under the same key, so repeating a bogus token costs one API
 //! call per `negative_ttl` instead of one per Check. Outages, 401, 403 and 429 are never
 //! cached: they say nothing final about the token.
+//!
+//! At most `risk.max_concurrent_calls` API calls are out at once; a fetch over the cap is
+//! not made ([`FetchError::Busy`]). Neither that nor the API's own 429
+//! ([`FetchError::Throttled`]) is reported to the breaker: back-pressure is not an outage,
+//! and counting it would let a flood of bogus tokens open the breaker for everyone.
 
 use super::breaker::Breaker;
 use super::recommendation::Recommendation;
@@ -28,7 +33,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tracing::Instrument as _;
+
+/// Default `risk.max_concurrent_calls`.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;
 
 /// SHA-256 of an action token.
 pub type TokenKey = [u8; 32];
@@ -122,6 +131,8 @@ struct Fetcher {
     observer: Option<Arc<dyn RiskObserver>>,
     /// The L2 cache shared by all replicas (`state.share_recommendations`).
     shared: Option<Arc<dyn StateStore>>,
+    /// Permits for API calls in flight (`risk.max_concurrent_calls`); `None`: no cap.
+    permits: Option<Arc<Semaphore>>,
 }
 
 impl std::fmt::Debug for Assessor {
@@ -170,6 +181,7 @@ impl Assessor {
                 budget: settings.budget,
                 observer,
                 shared: None,
+                permits: Some(Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_CALLS))),
             }),
             cache,
             negative,
@@ -187,6 +199,36 @@ impl Assessor {
         fetcher.shared = Some(store);
         self.fetcher = Arc::new(fetcher);
         self
+    }
+
+    /// Caps the API calls in flight at `max` (`risk.max_concurrent_calls`; 0: no cap). A
+    /// fetch over the cap fails with [`FetchError::Busy`] without calling. Part of building
+    /// the assessor (the default is [`DEFAULT_MAX_CONCURRENT_CALLS`]).
+    pub fn with_max_concurrent_calls(mut self, max: usize) -> Assessor {
+        let mut fetcher = (*self.fetcher).clone();
+        fetcher.permits =
+            (max > 0).then(|| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))));
+        self.fetcher = Arc::new(fetcher);
+        self
+    }
+
+    /// Whether assessing `action_token` now would start an API call — a miss in the
+    /// recommendation and the negative cache with no fetch for it in flight — so the caller
+    /// can charge its call budget first. Cheap: no cache read is recorded. A fetch that the
+    /// shared cache then answers was still charged.
+    pub fn needs_call(&self, action_token: &str) -> bool {
+        let key = token_key(action_token);
+        let known = self.cache.contains_key(&key)
+            || self
+                .negative
+                .as_ref()
+                .is_some_and(|negative| negative.contains_key(&key));
+        !known
+            && !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&key)
     }
 
     /// The breaker (for metrics).
@@ -365,12 +407,21 @@ impl Fetcher {
         });
     }
 
-    /// Asks the source within `budget`, behind the breaker.
+    /// Asks the source within `budget`, behind the concurrency cap and the breaker. Only
+    /// outages are reported to the breaker: a rejected token is the API answering, and the
+    /// cap's overflow and the API's 429 are back-pressure (the breaker hears nothing).
     async fn call(
         &self,
         action_token: &str,
         budget: Duration,
     ) -> Result<Recommendation, FetchError> {
+        let _permit = match &self.permits {
+            Some(permits) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(FetchError::Busy),
+            },
+            None => None,
+        };
         if !self.breaker.try_acquire() {
             return Err(FetchError::BreakerOpen);
         }
@@ -387,7 +438,8 @@ impl Fetcher {
         }
         match &result {
             Ok(_) | Err(FetchError::Rejected(_)) => self.breaker.on_success(),
-            Err(_) => self.breaker.on_outage(),
+            Err(e) if e.is_outage() => self.breaker.on_outage(),
+            Err(_) => {}
         }
         result
     }

@@ -78,7 +78,11 @@ impl TransmitClient {
         match status.as_u16() {
             200..=299 => {}
             401 => return Err(FetchError::Unauthorized),
-            429 => return Err(FetchError::Unavailable(429)),
+            429 => {
+                return Err(FetchError::Throttled {
+                    retry_after_s: retry_after_s(response.headers()),
+                })
+            }
             code @ 400..=499 => return Err(FetchError::Rejected(code)),
             code => return Err(FetchError::Unavailable(code)),
         }
@@ -94,6 +98,19 @@ impl RiskSource for TransmitClient {
     ) -> BoxFuture<'a, Result<Recommendation, FetchError>> {
         Box::pin(self.fetch_inner(action_token))
     }
+}
+
+/// Longest `Retry-After` honoured from the API: a larger one (or a far HTTP date) must not
+/// tell clients to stay away for hours.
+pub const MAX_API_RETRY_AFTER_S: u32 = 60;
+
+/// The API's `Retry-After` as whole seconds (delta-seconds form only), at least 1 and at
+/// most [`MAX_API_RETRY_AFTER_S`]; `None` when absent or not a number.
+fn retry_after_s(headers: &reqwest::header::HeaderMap) -> Option<u32> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = value.trim().parse().ok()?;
+    let bounded = secs.clamp(1, u64::from(MAX_API_RETRY_AFTER_S));
+    u32::try_from(bounded).ok()
 }
 
 /// Reads a body but gives up past `max` bytes (a hostile or broken API cannot make a
@@ -124,6 +141,21 @@ async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_apis_retry_after_is_read_and_bounded() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_static(v));
+            retry_after_s(&h)
+        };
+        assert_eq!(with("7"), Some(7));
+        assert_eq!(with("0"), Some(1));
+        assert_eq!(with("86400"), Some(MAX_API_RETRY_AFTER_S));
+        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(retry_after_s(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn recommendation_url_is_pinned_per_region() {

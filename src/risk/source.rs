@@ -17,9 +17,10 @@ pub trait RiskSource: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Recommendation, FetchError>>;
 }
 
-/// Why no recommendation could be had. Split in two families: outages (the API's fault,
-/// handled by the fail mode and counted by the breaker) and rejections (the client's
-/// token is bad: always denied, never a fail mode).
+/// Why no recommendation could be had. Split in three families: outages (the API's fault,
+/// handled by the fail mode and counted by the breaker), rejections (the client's token is
+/// bad: always denied, never a fail mode) and back-pressure (too many calls at once, or the
+/// API's own 429: a 503 + `retry-after`, never a fail mode, never counted by the breaker).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     /// The budget ran out.
@@ -28,9 +29,19 @@ pub enum FetchError {
     /// TCP/TLS connection failed.
     #[error("risk api unreachable: {0}")]
     Connect(String),
-    /// 5xx or 429.
+    /// 5xx.
     #[error("risk api answered status {0}")]
     Unavailable(u16),
+    /// 429: the API throttles us. Not an outage — counting it would let a flood of bogus
+    /// tokens open the breaker for everyone — so it is answered 503 + `retry-after`.
+    #[error("risk api is throttling calls")]
+    Throttled {
+        /// The API's `Retry-After` in seconds, bounded, when it sent one.
+        retry_after_s: Option<u32>,
+    },
+    /// `risk.max_concurrent_calls` calls are already out: this one is not made.
+    #[error("too many risk api calls in flight")]
+    Busy,
     /// 401 even after a fresh OAuth token: our credentials are wrong.
     #[error("risk api refused our credentials")]
     Unauthorized,
@@ -58,9 +69,16 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// Whether this is an outage (fail mode applies) rather than a rejected token.
+    /// Whether this is an outage (fail mode applies) rather than a rejected token, a short
+    /// deadline or back-pressure.
     pub fn is_outage(&self) -> bool {
-        !matches!(self, FetchError::Rejected(_) | FetchError::CallerDeadline)
+        !matches!(
+            self,
+            FetchError::Rejected(_)
+                | FetchError::CallerDeadline
+                | FetchError::Throttled { .. }
+                | FetchError::Busy
+        )
     }
 
     /// Bounded label for metrics and audit.
@@ -68,8 +86,9 @@ impl FetchError {
         match self {
             FetchError::Timeout => "timeout",
             FetchError::Connect(_) => "connect",
-            FetchError::Unavailable(429) => "throttled",
             FetchError::Unavailable(_) => "status_5xx",
+            FetchError::Throttled { .. } => "throttled",
+            FetchError::Busy => "busy",
             FetchError::Unauthorized => "unauthorized",
             FetchError::NoToken(_) => "no_oauth_token",
             FetchError::Garbage(_) => "garbage",
@@ -86,14 +105,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_rejections_and_short_deadlines_are_not_outages() {
+    fn rejections_short_deadlines_and_back_pressure_are_not_outages() {
         assert!(!FetchError::Rejected(400).is_outage());
         assert!(!FetchError::CallerDeadline.is_outage());
+        assert!(!FetchError::Throttled {
+            retry_after_s: None
+        }
+        .is_outage());
+        assert!(!FetchError::Busy.is_outage());
         for e in [
             FetchError::Timeout,
             FetchError::Connect("x".into()),
             FetchError::Unavailable(503),
-            FetchError::Unavailable(429),
             FetchError::Unauthorized,
             FetchError::Garbage("x".into()),
             FetchError::BreakerOpen,

@@ -17,6 +17,8 @@ enum Space {
     Negative,
     /// Shared recommendation cache, by the token's SHA-256.
     Recommendation,
+    /// Records about one client address (budgets of unauthenticated callers).
+    Client,
 }
 
 impl Space {
@@ -26,6 +28,7 @@ impl Space {
             Space::Principal => "p",
             Space::Negative => "neg",
             Space::Recommendation => "rec",
+            Space::Client => "c",
         }
     }
 }
@@ -54,6 +57,16 @@ impl Key {
         Key {
             space: Space::Principal,
             tag: hashed(principal.as_bytes()),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// A record about the client address `address` (as text, e.g. `192.0.2.1` or an IPv6
+    /// `/64` prefix) named `field`; hashed like a principal.
+    pub fn client_address(address: &str, field: &str) -> Key {
+        Key {
+            space: Space::Client,
+            tag: hashed(address.as_bytes()),
             field: Some(field.to_owned()),
         }
     }
@@ -126,9 +139,11 @@ mod tests {
             Key::action_use(id).render("x"),
             Key::negative(id).render("x"),
             Key::principal(id, "f").render("x"),
+            Key::client_address(id, "f").render("x"),
         ];
         assert_ne!(keys[0], keys[1]);
         assert_ne!(keys[1], keys[2]);
+        assert_ne!(keys[2], keys[3]);
         assert_eq!(
             Key::recommendation(&[0xab; 32]).render("x"),
             format!("x:rec:{{{}}}", "ab".repeat(32))

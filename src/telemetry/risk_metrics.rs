@@ -28,6 +28,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabel {
     action: String,
 }
@@ -150,6 +155,7 @@ pub struct RiskMetrics {
     scores: HistogramFamily<ActionLabel>,
     recommendations: Family<RecommendationLabels, Counter>,
     reasons: Family<ReasonLabels, Counter>,
+    calls_refused: Family<CauseLabel, Counter>,
 }
 
 impl RiskMetrics {
@@ -194,6 +200,14 @@ impl RiskMetrics {
             "Reason codes on denied or challenged requests (undocumented codes count as OTHER)",
             reasons.clone(),
         );
+        let calls_refused = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "risk_calls_refused",
+            "Checks answered without the risk API call they needed: source over its call budget (budget), \
+             risk.max_concurrent_calls reached (concurrency), the API answered 429 (api_throttled), \
+             or the budget could not be counted (budget_store)",
+            calls_refused.clone(),
+        );
         registry.register_collector(Box::new(Live {
             assessor: sources.assessor,
             audit_dropped: sources.audit_dropped,
@@ -203,6 +217,7 @@ impl RiskMetrics {
             scores,
             recommendations,
             reasons,
+            calls_refused,
         }
     }
 
@@ -211,6 +226,21 @@ impl RiskMetrics {
         if let Verdict::Deny(DenyReason::Binding(kind)) = &d.verdict {
             self.binding_violations
                 .get_or_create(&KindLabel { kind: kind.label() })
+                .inc();
+        }
+        let refused = match &d.verdict {
+            Verdict::Deny(DenyReason::RiskBudgetExceeded { .. }) => Some("budget"),
+            Verdict::Deny(DenyReason::RiskApiBusy { .. }) => Some("concurrency"),
+            Verdict::Deny(DenyReason::RiskApiThrottled { .. }) => Some("api_throttled"),
+            // the uses stage also answers state_unavailable, but only after a recommendation
+            Verdict::Deny(DenyReason::StateUnavailable { .. }) if d.risk.is_none() => {
+                Some("budget_store")
+            }
+            _ => None,
+        };
+        if let Some(cause) = refused {
+            self.calls_refused
+                .get_or_create(&CauseLabel { cause })
                 .inc();
         }
         let Some(risk) = &d.risk else { return };

@@ -1,6 +1,7 @@
 //! Unit tests of the parent module (kept apart so the module reads in one screen).
 
 use super::*;
+use crate::risk::breaker::BreakerState;
 use crate::risk::recommendation::RecommendationType;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -332,4 +333,67 @@ async fn a_shared_entry_keeps_the_ttl_rules() -> Result<(), crate::state::StoreE
         "gone with the L1 ttl (80 ms)"
     );
     Ok(())
+}
+
+/// Issue 13 item 2: the API's 429 is back-pressure, not an outage. Failed on the old
+/// code: three 429s opened the breaker (threshold 3) for every other token.
+#[tokio::test]
+async fn the_apis_429_never_trips_the_breaker() {
+    let throttled = FetchError::Throttled {
+        retry_after_s: Some(2),
+    };
+    let f = fake(0, Err(throttled.clone()));
+    let a = assessor(f.clone(), 60_000);
+    for _ in 0..10 {
+        assert_eq!(a.assess("t", None).await.err(), Some(throttled.clone()));
+    }
+    assert_eq!(f.calls.load(Ordering::SeqCst), 10, "a 429 is never cached");
+    assert_eq!(a.breaker().state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn calls_over_the_cap_are_not_made_nor_counted_by_the_breaker() {
+    let f = fake(100, Ok(()));
+    let a = assessor(f.clone(), 60_000).with_max_concurrent_calls(1);
+    let first = a.assess("t1", None);
+    let others = async {
+        while f.calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut refused = Vec::new();
+        for i in 2..6 {
+            refused.push(a.assess(&format!("t{i}"), None).await.err());
+        }
+        refused
+    };
+    let (first, refused) = tokio::join!(first, others);
+    assert!(first.is_ok(), "{first:?}");
+    assert_eq!(refused, vec![Some(FetchError::Busy); 4]);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(a.breaker().state(), BreakerState::Closed);
+    // the permit is back: the next call is made
+    assert!(a.assess("t2", None).await.is_ok());
+}
+
+#[tokio::test]
+async fn needs_call_is_false_for_cached_rejected_and_in_flight_tokens() {
+    let f = fake(50, Ok(()));
+    let a = assessor(f.clone(), 60_000);
+    assert!(a.needs_call("t"));
+    let fetch = a.assess("t", None);
+    let peek = async {
+        while f.calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        a.needs_call("t")
+    };
+    let (fetched, in_flight) = tokio::join!(fetch, peek);
+    assert!(fetched.is_ok());
+    assert!(!in_flight, "joining a fetch in flight costs no call");
+    assert!(!a.needs_call("t"), "cached");
+    let rejected = fake(0, Err(FetchError::Rejected(400)));
+    let a = assessor(rejected, 60_000);
+    let _ = a.assess("bogus", None).await;
+    assert!(!a.needs_call("bogus"), "negatively cached");
+    assert!(a.needs_call("other"));
 }
