@@ -515,8 +515,9 @@ async fn store_outage_fails_writes_closed_and_recovers_on_restart() {
 async fn a_shared_recommendation_cache_saves_api_calls_across_replicas() {
     let n = env_count("RISKGATE_TEST_REPLICAS", 3);
     let tokens = env_count("RISKGATE_TEST_SHARED_TOKENS", 10);
-    // the share is written in the background after the first answer
-    let gap = env_ms("RISKGATE_TEST_SHARED_GAP_MS", 30);
+    // The share is written in the background after the first answer: before the next
+    // replica reads, wait until it is visible in Redis (a fixed gap flaked under load).
+    let wait_max = env_ms("RISKGATE_TEST_SHARED_WAIT_MS", 5000);
     let mut calls = Vec::new();
     for share in [false, true] {
         let Some(s) = Replicas::start_sharing("shared_recommendations", n, true, share).await
@@ -527,9 +528,19 @@ async fn a_shared_recommendation_cache_saves_api_calls_across_replicas() {
         for t in 0..tokens {
             let token = format!("shared-{t}");
             s.script(&token, "login");
+            let key = riskgate::state::reccache::key_for_token(&token).render("riskgate");
             for hit in 0..n {
                 assert_eq!(s.read(&u1, &token).await, 200, "{token} read {hit}");
-                tokio::time::sleep(gap).await;
+                if share && hit == 0 {
+                    let until = Instant::now() + wait_max;
+                    while s.redis.lock().await.cli(&["EXISTS", &key]).trim() != "1" {
+                        assert!(
+                            Instant::now() < until,
+                            "{token}: the share never reached Redis"
+                        );
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
             }
         }
         calls.push(s.sim.stats().recommendation_requests);
