@@ -172,6 +172,17 @@ impl Decider {
         let principal = principal::identify(&self.settings.identity, req)?;
         d.principal = Some(principal.label());
 
+        let subject = authorize::Subject {
+            route,
+            resource_id: &resource_id,
+            principal: &principal,
+            claims_as_attributes: &self.settings.identity.claims_as_attributes,
+        };
+        let probe = risk::skip::Probe {
+            live: &snapshot.policies,
+            shadowed: snapshot.shadow.is_some(),
+            subject: &subject,
+        };
         let risk_started = Instant::now();
         let assessed = risk::assess(
             &self.settings,
@@ -179,6 +190,7 @@ impl Decider {
             route,
             req,
             &principal,
+            &probe,
             d,
         )
         .await;
@@ -187,12 +199,6 @@ impl Decider {
         d.band = risk.band;
         risk::gate(&risk)?;
 
-        let subject = authorize::Subject {
-            route,
-            resource_id: &resource_id,
-            principal: &principal,
-            claims_as_attributes: &self.settings.identity.claims_as_attributes,
-        };
         authorize::authorize(
             &snapshot.policies,
             snapshot.shadow.as_ref(),

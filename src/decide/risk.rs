@@ -7,6 +7,7 @@
 pub mod band;
 pub mod binding;
 pub mod fail_mode;
+pub mod skip;
 
 pub use band::{score_for_policy, Band};
 pub use binding::BindingViolation;
@@ -56,6 +57,7 @@ pub async fn assess(
     route: &Route,
     req: &AccessRequest,
     principal: &Principal,
+    skip: &skip::Probe<'_>,
     d: &mut Decision,
 ) -> Result<RiskOutcome, DenyReason> {
     if route.risk == RiskMode::Off {
@@ -75,6 +77,9 @@ pub async fn assess(
         return Err(DenyReason::TokenRejected);
     }
     let fail_mode = route.fail_mode.unwrap_or(settings.fail_mode);
+    if let Some(assessor) = assessor {
+        skip::check(assessor, token, skip, req, d).await?;
+    }
     let fetched = match assessor {
         Some(assessor) => assessor.assess(token, req.deadline).await,
         None => Err(FetchError::NoToken("risk not configured".into())),

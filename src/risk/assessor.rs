@@ -206,6 +206,16 @@ impl Assessor {
         }
     }
 
+    /// The cached recommendation for `action_token`, if any: a peek that never calls the
+    /// API (for the stages that decide whether a call is worth making).
+    pub async fn cached(&self, action_token: &str) -> Option<Assessment> {
+        let hit = self.cache.get(&token_key(action_token)).await?;
+        Some(Assessment {
+            recommendation: hit.recommendation,
+            cache_hit: true,
+        })
+    }
+
     /// The recommendation for `action_token`, from the cache or the API.
     ///
     /// A miss joins the fetch in flight for the token, or starts one. This Check waits at
