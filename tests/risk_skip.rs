@@ -180,3 +180,25 @@ async fn nothing_is_skipped_while_a_shadow_set_is_compared() {
     assert!(!d.risk_skipped);
     assert_eq!(risk.calls(), 1, "the shadow comparison needs the real risk");
 }
+
+#[tokio::test]
+async fn a_remembered_rejection_is_used_not_skipped() {
+    let config = example_config("http://127.0.0.1:9");
+    let risk = Arc::new(ScriptedRisk::default()); // answers 400 to every token
+    let decider = decider_with(&config, risk.clone());
+    let read = with_user(
+        request("GET", "/accounts/a1/balance", Some("bogus")),
+        "u1",
+        json!({}),
+    );
+    let d = decider.decide(&read).await;
+    assert_eq!(d.verdict, Verdict::Deny(DenyReason::TokenRejected));
+    assert_eq!(risk.calls(), 1);
+    // the rejection is remembered: the anonymous write answers from it, as before
+    let d = decider
+        .decide(&request("POST", "/accounts/a1/withdraw", Some("bogus")))
+        .await;
+    assert_eq!(d.verdict, Verdict::Deny(DenyReason::TokenRejected));
+    assert!(!d.risk_skipped);
+    assert_eq!(risk.calls(), 1);
+}

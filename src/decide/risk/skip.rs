@@ -9,7 +9,8 @@
 //!
 //! Only a definite deny skips. Anything uncertain — a residual permit or forbid, a request
 //! that cannot be put to Cedar, a shadow set (whose comparison needs the real risk) — asks
-//! the API as before. A cached recommendation costs nothing and is used as before.
+//! the API as before. A cached recommendation, or a rejection still in the negative cache,
+//! costs nothing and is used as before (nor is Cedar asked twice for it).
 
 use super::super::authorize::Subject;
 use crate::decision::{Decision, DenyReason};
@@ -38,7 +39,10 @@ pub async fn check(
     req: &AccessRequest,
     d: &mut Decision,
 ) -> Result<(), DenyReason> {
-    if probe.shadowed || assessor.cached(action_token).await.is_some() {
+    if probe.shadowed
+        || assessor.cached(action_token).await.is_some()
+        || assessor.rejected(action_token).await.is_some()
+    {
         return Ok(());
     }
     let Some(policies) = denied_whatever_risk(probe, req) else {
