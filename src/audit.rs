@@ -52,6 +52,8 @@ pub struct AuditLine<'a> {
     pub policies: &'a [String],
     /// Recommendation served from cache.
     pub cache_hit: Option<bool>,
+    /// `skipped` when the risk API was not asked because Cedar denies whatever it says.
+    pub risk: Option<&'static str>,
     /// Shadow policy set's answer, when one is configured: `{allowed, policies}`.
     pub shadow: Option<ShadowLine<'a>>,
     /// Latency split, microseconds.
@@ -103,6 +105,7 @@ impl<'a> AuditLine<'a> {
             fail_mode: d.fail_mode,
             policies: &d.policies,
             cache_hit: d.risk.as_ref().map(|r| r.cache_hit),
+            risk: d.risk_skipped.then_some("skipped"),
             shadow: d.shadow.as_ref().map(|s| ShadowLine {
                 allowed: s.shadow_allowed,
                 disagrees: s.disagrees(),

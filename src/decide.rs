@@ -186,29 +186,30 @@ impl Decider {
         let principal = principal::identify(&self.settings.identity, req)?;
         d.principal = Some(principal.label());
 
-        let risk_started = Instant::now();
-        let assessed = risk::assess(
-            &self.settings,
-            self.risk.as_deref(),
-            &*self.uses,
-            &self.budget,
-            route,
-            req,
-            &principal,
-            d,
-        )
-        .await;
-        d.timings.risk = risk_started.elapsed();
-        let risk = assessed?;
-        d.band = risk.band;
-        risk::gate(&risk)?;
-
         let subject = authorize::Subject {
             route,
             resource_id: &resource_id,
             principal: &principal,
             claims_as_attributes: &self.settings.identity.claims_as_attributes,
         };
+        let probe = risk::skip::Probe {
+            live: &snapshot.policies,
+            shadowed: snapshot.shadow.is_some(),
+            subject: &subject,
+        };
+        let risk_started = Instant::now();
+        let sources = risk::RiskSources {
+            assessor: self.risk.as_deref(),
+            store: &*self.uses,
+            budget: &self.budget,
+            skip: &probe,
+        };
+        let assessed = risk::assess(&self.settings, &sources, route, req, &principal, d).await;
+        d.timings.risk = risk_started.elapsed();
+        let risk = assessed?;
+        d.band = risk.band;
+        risk::gate(&risk)?;
+
         authorize::authorize(
             &snapshot.policies,
             snapshot.shadow.as_ref(),

@@ -292,6 +292,9 @@ pub struct Decision {
     /// What the shadow policy set said at the Cedar stage (when one is configured and the
     /// Check reached Cedar). Never affects the answer.
     pub shadow: Option<ShadowOutcome>,
+    /// The risk API was not asked: Cedar denies this request whatever risk it would report
+    /// (see `decide::risk::skip`).
+    pub risk_skipped: bool,
 }
 
 /// The shadow policy set's answer beside the live set's, at the Cedar stage.
@@ -332,6 +335,7 @@ impl Decision {
             request_id,
             trace_id: None,
             shadow: None,
+            risk_skipped: false,
         }
     }
 

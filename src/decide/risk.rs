@@ -9,6 +9,7 @@ pub mod band;
 pub mod binding;
 pub mod budget;
 pub mod fail_mode;
+pub mod skip;
 pub mod sticky;
 
 pub use band::{score_for_policy, Band};
@@ -53,20 +54,39 @@ impl RiskOutcome {
     }
 }
 
+/// What the risk stage consults besides the request: the API (through the assessor, if
+/// risk is configured), the state store (each user's [`sticky`] risk), the per-source
+/// call budget, and the [`skip`] probe that can make an API call unnecessary.
+#[derive(Clone, Copy)]
+pub struct RiskSources<'a> {
+    /// The risk API behind its caches, if risk is configured.
+    pub assessor: Option<&'a Assessor>,
+    /// Where sticky risk is kept (per replica or shared).
+    pub store: &'a dyn StateStore,
+    /// Charged before a Check causes an API call.
+    pub budget: &'a CallBudget,
+    /// Cedar with `context.risk` unknown, asked before any API call.
+    pub skip: &'a skip::Probe<'a>,
+}
+
 /// Assesses the request's action token for `route`: recommendation, binding and band, or
 /// the fail mode on an outage. Records the facts on `d` (also when binding refuses).
-/// `store` keeps each user's [`sticky`] risk: what a request without a token gets. A
-/// Check that would call the API is charged to `budget` first.
+/// `with.store` keeps each user's [`sticky`] risk: what a request without a token gets. A
+/// Check that would call the API is charged to `with.budget` first.
 pub async fn assess(
     settings: &DecideSettings,
-    assessor: Option<&Assessor>,
-    store: &dyn StateStore,
-    budget: &CallBudget,
+    with: &RiskSources<'_>,
     route: &Route,
     req: &AccessRequest,
     principal: &Principal,
     d: &mut Decision,
 ) -> Result<RiskOutcome, DenyReason> {
+    let RiskSources {
+        assessor,
+        store,
+        budget,
+        skip,
+    } = *with;
     if route.risk == RiskMode::Off {
         return Ok(RiskOutcome::UNASSESSED);
     }
@@ -87,6 +107,9 @@ pub async fn assess(
         return Err(DenyReason::TokenRejected);
     }
     let fail_mode = route.fail_mode.unwrap_or(settings.fail_mode);
+    if let Some(assessor) = assessor {
+        skip::check(assessor, token, skip, req, d).await?;
+    }
     budget
         .charge_if_calling(assessor, token, principal, req.source_ip)
         .await?;

@@ -431,16 +431,28 @@ impl ContextInput<'_> {
                 RestrictedExpression::new_set(self.reasons.iter().map(|r| s(r))),
             ),
         ])?;
-        let request = record(vec![
-            ("method", s(self.method)),
-            ("path", s(self.path)),
-            ("host", s(self.host)),
-            ("ip", s(&self.ip)),
-        ])?;
+        let request = self.request_record()?;
         Context::from_pairs([("risk".to_owned(), risk), ("request".to_owned(), request)])
             .map_err(|e| EvalError(e.to_string()))
     }
+
+    /// The `context.request` record (the HTTP facts).
+    fn request_record(&self) -> Result<RestrictedExpression, EvalError> {
+        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+        RestrictedExpression::new_record(
+            [
+                ("method", s(self.method)),
+                ("path", s(self.path)),
+                ("host", s(self.host)),
+                ("ip", s(&self.ip)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+        )
+        .map_err(|e| EvalError(e.to_string()))
+    }
 }
 
+mod partial;
 #[cfg(test)]
 mod slicing_props;

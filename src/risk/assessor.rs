@@ -248,6 +248,22 @@ impl Assessor {
         }
     }
 
+    /// The cached recommendation for `action_token`, if any: a peek that never calls the
+    /// API (for the stages that decide whether a call is worth making).
+    pub async fn cached(&self, action_token: &str) -> Option<Assessment> {
+        let hit = self.cache.get(&token_key(action_token)).await?;
+        Some(Assessment {
+            recommendation: hit.recommendation,
+            cache_hit: true,
+        })
+    }
+
+    /// The status the API rejected `action_token` with, if that rejection is still
+    /// remembered: a peek (not counted as a negative-cache hit) that never calls the API.
+    pub async fn rejected(&self, action_token: &str) -> Option<u16> {
+        self.negative.as_ref()?.get(&token_key(action_token)).await
+    }
+
     /// The recommendation for `action_token`, from the cache or the API.
     ///
     /// A miss joins the fetch in flight for the token, or starts one. This Check waits at

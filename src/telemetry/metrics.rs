@@ -42,6 +42,7 @@ pub struct Metrics {
     fail_mode: Family<FailModeLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     shadow_disagreements: Family<ShadowLabels, Counter>,
+    risk_skipped: Family<RouteLabels, Counter>,
     /// 1 while policies and config are loaded and the server is not draining.
     pub ready: Gauge,
     /// Risk-side metrics (API calls, scores, reasons, live gauges).
@@ -131,7 +132,14 @@ impl Metrics {
             "Checks where the shadow policy set answered differently from the live set",
             shadow_disagreements.clone(),
         );
+        let risk_skipped = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "risk_skipped",
+            "Checks denied without asking the risk API: Cedar denies them whatever the risk",
+            risk_skipped.clone(),
+        );
         Metrics {
+            risk_skipped,
             registry,
             decisions,
             check_seconds,
@@ -176,6 +184,7 @@ impl Metrics {
                 .inc();
         }
         self.observe_shadow(d);
+        self.observe_skip(d);
         self.risk.observe(d);
     }
 
@@ -220,6 +229,26 @@ impl Metrics {
                 shadow: word(shadow.shadow_allowed),
             })
             .inc();
+    }
+}
+
+// --- Risk calls skipped (issue 13, item 4) ---
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+impl Metrics {
+    /// Counts a Check denied without a risk-API call because risk could not matter.
+    fn observe_skip(&self, d: &Decision) {
+        if d.risk_skipped {
+            self.risk_skipped
+                .get_or_create(&RouteLabels {
+                    route: d.route.clone().unwrap_or_else(|| "none".into()),
+                })
+                .inc();
+        }
     }
 }
 
