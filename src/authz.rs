@@ -6,6 +6,7 @@
 
 pub mod client_ip;
 pub mod extract;
+pub mod request_id;
 pub mod respond;
 
 use crate::audit::AuditSink;
