@@ -1,10 +1,11 @@
 //! Admin HTTP: `/healthz` (alive), `/readyz` (config and policies loaded, not draining),
-//! `/metrics` (Prometheus). Readiness never depends on the external risk API: an outage of
+//! `/metrics` (OpenMetrics or Prometheus text, negotiated). Readiness never depends on the external risk API: an outage of
 //! the SaaS follows the fail mode instead of taking every replica out of rotation.
 
+use crate::telemetry::exposition::Format;
 use crate::telemetry::Metrics;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -37,12 +38,13 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+/// OpenMetrics to a scraper that accepts it, Prometheus text 0.0.4 to anything else
+/// ([`crate::telemetry::exposition`]); the body always matches its content type.
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.render_as(format),
     )
 }

@@ -116,6 +116,10 @@ impl App {
             audit_dropped: Some(audit.dropped_counter()),
             state: state_metrics,
         }));
+        metrics.prime_routes(
+            snapshot.routes.routes(),
+            config.mode == crate::config::Mode::Enforce,
+        );
         let decider = Arc::new(Decider::new(
             DecideSettings::from_config(&config),
             snapshot,

@@ -194,6 +194,40 @@ impl RiskMetrics {
             "Reason codes on denied or challenged requests (undocumented codes count as OTHER)",
             reasons.clone(),
         );
+        // Known label values start at zero so dashboards and alerts have data from start-up.
+        for result in [
+            "ok",
+            "timeout",
+            "connect",
+            "throttled",
+            "status_5xx",
+            "unauthorized",
+            "no_oauth_token",
+            "garbage",
+            "rejected",
+        ] {
+            let _ = sources
+                .risk_api
+                .requests
+                .get_or_create(&ResultLabel { result });
+        }
+        for kind in [
+            "action_type",
+            "user_mismatch",
+            "missing_user",
+            "stale",
+            "future",
+            "used_up",
+            "ledger_full",
+        ] {
+            let _ = binding_violations.get_or_create(&KindLabel { kind });
+        }
+        for outcome in ["deny", "challenge"] {
+            let documented = crate::risk::reasons::DOCUMENTED_REASONS.iter().copied();
+            for reason in documented.chain(["OTHER"]) {
+                let _ = reasons.get_or_create(&ReasonLabels { reason, outcome });
+            }
+        }
         registry.register_collector(Box::new(Live {
             assessor: sources.assessor,
             audit_dropped: sources.audit_dropped,
@@ -203,6 +237,19 @@ impl RiskMetrics {
             scores,
             recommendations,
             reasons,
+        }
+    }
+
+    /// Creates the per-action series (score histogram, recommendations by type) at zero.
+    pub fn prime_action(&self, action: &str) {
+        let _ = self.scores.get_or_create(&ActionLabel {
+            action: action.to_owned(),
+        });
+        for recommendation in ["TRUST", "ALLOW", "CHALLENGE", "DENY"] {
+            let _ = self.recommendations.get_or_create(&RecommendationLabels {
+                recommendation,
+                action: action.to_owned(),
+            });
         }
     }
 
