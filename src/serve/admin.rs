@@ -1,7 +1,10 @@
 //! Admin HTTP: `/healthz` (alive), `/readyz` (config and policies loaded, not draining),
 //! `/metrics` (OpenMetrics or Prometheus text, negotiated). Readiness never depends on the external risk API: an outage of
-//! the SaaS follows the fail mode instead of taking every replica out of rotation.
+//! the SaaS follows the fail mode instead of taking every replica out of rotation. It does
+//! depend on riskgate's own client secret having been read once (when risk is configured):
+//! a replica that never could cannot obtain a token.
 
+use crate::risk::credentials::CredentialStatus;
 use crate::telemetry::exposition::Format;
 use crate::telemetry::Metrics;
 use axum::extract::State;
@@ -19,6 +22,9 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Ready flag (set after the first successful load, cleared when draining).
     pub ready: Arc<AtomicBool>,
+    /// The risk API client secret's state, when risk is configured: not ready until it
+    /// has been read once ([`crate::risk::credentials`]).
+    pub credentials: Option<Arc<CredentialStatus>>,
 }
 
 /// The admin router.
@@ -31,7 +37,8 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
+    let secret_read = state.credentials.as_ref().is_none_or(|c| c.ever_read());
+    if state.ready.load(Ordering::Acquire) && secret_read {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -4,6 +4,7 @@
 
 use crate::decision::{Decision, DenyReason, OutcomeClass, Verdict};
 use crate::risk::breaker::BreakerState;
+use crate::risk::credentials::CredentialStatus;
 use crate::risk::reasons::reason_label;
 use crate::risk::{Assessor, RiskObserver};
 use prometheus_client::collector::Collector;
@@ -61,6 +62,8 @@ pub struct MetricSources {
     pub audit_dropped: Option<Arc<AtomicU64>>,
     /// The counters the state store reports its operations to (it was built with a clone).
     pub state: crate::telemetry::StateMetrics,
+    /// The risk API client secret's state, read at every scrape.
+    pub credentials: Option<Arc<CredentialStatus>>,
 }
 
 /// Calls to the risk API by result, and their latency: the assessor's observer. Clones
@@ -98,6 +101,7 @@ impl RiskObserver for RiskApiMetrics {
 struct Live {
     assessor: Option<Arc<Assessor>>,
     audit_dropped: Option<Arc<AtomicU64>>,
+    credentials: Option<Arc<CredentialStatus>>,
 }
 
 impl Collector for Live {
@@ -128,6 +132,15 @@ impl Collector for Live {
                 "Checks answered from the negative cache (a token the API called bogus) without an API call",
                 None,
                 c.metric_type(),
+            )?)?;
+        }
+        if let Some(c) = &self.credentials {
+            let g = ConstGauge::new(i64::from(c.ok()));
+            g.encode(encoder.encode_descriptor(
+                "risk_credentials_ok",
+                "1 when the risk API client secret was readable at the last read, 0 when not",
+                None,
+                g.metric_type(),
             )?)?;
         }
         if let Some(d) = &self.audit_dropped {
@@ -231,6 +244,7 @@ impl RiskMetrics {
         registry.register_collector(Box::new(Live {
             assessor: sources.assessor,
             audit_dropped: sources.audit_dropped,
+            credentials: sources.credentials,
         }));
         RiskMetrics {
             binding_violations,
