@@ -45,7 +45,10 @@ fn git_revision() -> String {
             .filter(|s| !s.is_empty())
     };
     for watched in ["HEAD", "logs/HEAD"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", watched]) {
+        // only files that exist: a missing one would rerun this script at every build
+        if let Some(path) =
+            git(&["rev-parse", "--git-path", watched]).filter(|p| std::path::Path::new(p).exists())
+        {
             println!("cargo:rerun-if-changed={path}");
         }
     }
