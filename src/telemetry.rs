@@ -4,7 +4,10 @@
 //! recorder), rendered by the admin server's `/metrics`. Traces go to an OTLP collector when
 //! the standard `OTEL_EXPORTER_OTLP_*` variables say so.
 
+pub mod exposition;
+pub mod grpc_metrics;
 pub mod metrics;
+pub mod process_metrics;
 pub mod risk_metrics;
 pub mod state_metrics;
 pub mod tls_metrics;

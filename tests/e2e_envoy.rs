@@ -262,6 +262,16 @@ async fn bands_through_envoy() {
         a.header("x-riskgate-decision-id").is_some(),
         "clients get the decision id on allow too"
     );
+    // the audit line joins with the upstream's (and Envoy's access log's) x-request-id
+    let upstream_id = got
+        .header("x-request-id")
+        .expect("Envoy sends x-request-id upstream")
+        .to_owned();
+    let line = s
+        .riskgate
+        .wait_audit_line(a.header("x-riskgate-decision-id").unwrap_or_default())
+        .await;
+    assert_eq!(line["request_id"], upstream_id.as_str(), "{line}");
 
     // medium: read 200, write 403
     s.expect(

@@ -190,9 +190,7 @@ fn convert(
         path,
         query,
         host: normalize_host(&host_src),
-        request_id: Some(http.id.clone())
-            .filter(|id| !id.is_empty())
-            .or_else(|| headers.get("x-request-id").cloned()),
+        request_id: super::request_id::request_id(&headers, &http.id),
         headers,
         source_ip,
         deadline,
@@ -337,6 +335,20 @@ mod tests {
         assert_eq!(req.host, "bank.example");
         assert_eq!(req.header("x-action-token"), Some("t"));
         assert_eq!(req.request_id.as_deref(), Some("req-1"));
+        // The proxy's x-request-id (what its access log and the upstream see) wins.
+        let mut c = check("/accounts/a1/balance", "bank.example");
+        if let Some(http) = c
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            let _ = http
+                .headers
+                .insert("x-request-id".into(), "rid-from-proxy".into());
+        }
+        let req = access_request(&c, None)?;
+        assert_eq!(req.request_id.as_deref(), Some("rid-from-proxy"));
         assert_eq!(
             req.source_ip.map(|ip| ip.to_string()).as_deref(),
             Some("10.1.2.3")

@@ -5,6 +5,7 @@
 //! token. The client secret is re-read at every refresh (a rotated Kubernetes Secret is
 //! picked up without a restart) and never appears in logs or errors.
 
+use super::credentials::CredentialStatus;
 use crate::config::TokenRefreshConfig;
 use serde::Deserialize;
 use std::fmt;
@@ -125,6 +126,10 @@ pub struct TokenManager {
     timing: TokenRefreshConfig,
     current: RwLock<Option<Held>>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Whether the secret can be read (readiness, the credentials gauge).
+    status: Arc<CredentialStatus>,
+    /// The last secret read, used while the source is briefly unreadable (Secret swap).
+    last_secret: RwLock<Option<Secret>>,
 }
 
 impl TokenManager {
@@ -135,13 +140,43 @@ impl TokenManager {
         credentials: Credentials,
         timing: TokenRefreshConfig,
     ) -> TokenManager {
-        TokenManager {
+        let manager = TokenManager {
             http,
             token_url: token_url(host_root),
             credentials,
             timing,
             current: RwLock::new(None),
             refresh_lock: tokio::sync::Mutex::new(()),
+            status: Arc::new(CredentialStatus::default()),
+            last_secret: RwLock::new(None),
+        };
+        // Read once now, so a readable secret makes the replica ready from the start.
+        let _ = manager.secret();
+        manager
+    }
+
+    /// The client secret's state (shared with `/readyz` and the metrics).
+    pub fn credentials(&self) -> Arc<CredentialStatus> {
+        self.status.clone()
+    }
+
+    /// Reads the secret, recording the result; falls back to the last good secret when
+    /// the source is unreadable now.
+    fn secret(&self) -> Result<Secret, TokenError> {
+        match self.credentials.secret.read() {
+            Ok(secret) => {
+                self.status.observe(Ok(()));
+                *self.last_secret.write().unwrap_or_else(|p| p.into_inner()) = Some(secret.clone());
+                Ok(secret)
+            }
+            Err(e) => {
+                self.status.observe(Err(&e));
+                self.last_secret
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .ok_or(e)
+            }
         }
     }
 
@@ -190,7 +225,7 @@ impl TokenManager {
     }
 
     async fn request(&self) -> Result<(Secret, Duration), TokenError> {
-        let secret = self.credentials.secret.read()?;
+        let secret = self.secret()?;
         let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", self.credentials.client_id.as_str()),
@@ -245,7 +280,10 @@ impl TokenManager {
                 };
                 let stale = manager.held().map(|h| h.bearer.generation);
                 if let Err(e) = manager.refresh(stale).await {
-                    tracing::warn!(error = %e, "risk api token refresh failed; retrying");
+                    // An unreadable secret is logged once, when it becomes unreadable.
+                    if !matches!(e, TokenError::Secret(_)) {
+                        tracing::warn!(error = %e, "risk api token refresh failed; retrying");
+                    }
                     drop(manager);
                     tokio::time::sleep(retry).await;
                 }

@@ -1,10 +1,14 @@
 //! Admin HTTP: `/healthz` (alive), `/readyz` (config and policies loaded, not draining),
-//! `/metrics` (Prometheus). Readiness never depends on the external risk API: an outage of
-//! the SaaS follows the fail mode instead of taking every replica out of rotation.
+//! `/metrics` (OpenMetrics or Prometheus text, negotiated). Readiness never depends on the external risk API: an outage of
+//! the SaaS follows the fail mode instead of taking every replica out of rotation. It does
+//! depend on riskgate's own client secret having been read once (when risk is configured):
+//! a replica that never could cannot obtain a token.
 
+use crate::risk::credentials::CredentialStatus;
+use crate::telemetry::exposition::Format;
 use crate::telemetry::Metrics;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -18,6 +22,9 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Ready flag (set after the first successful load, cleared when draining).
     pub ready: Arc<AtomicBool>,
+    /// The risk API client secret's state, when risk is configured: not ready until it
+    /// has been read once ([`crate::risk::credentials`]).
+    pub credentials: Option<Arc<CredentialStatus>>,
 }
 
 /// The admin router.
@@ -30,19 +37,21 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
+    let secret_read = state.credentials.as_ref().is_none_or(|c| c.ever_read());
+    if state.ready.load(Ordering::Acquire) && secret_read {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+/// OpenMetrics to a scraper that accepts it, Prometheus text 0.0.4 to anything else
+/// ([`crate::telemetry::exposition`]); the body always matches its content type.
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.render_as(format),
     )
 }

@@ -115,7 +115,12 @@ impl App {
             assessor: assessor.clone(),
             audit_dropped: Some(audit.dropped_counter()),
             state: state_metrics,
+            credentials: tokens.as_ref().map(|t| t.credentials()),
         }));
+        metrics.prime_routes(
+            snapshot.routes.routes(),
+            config.mode == crate::config::Mode::Enforce,
+        );
         let decider = Arc::new(Decider::new(
             DecideSettings::from_config(&config),
             snapshot,
@@ -248,6 +253,7 @@ impl Bound {
         let admin_state = AdminState {
             metrics: app.metrics.clone(),
             ready: app.ready.clone(),
+            credentials: app.tokens.as_ref().map(|t| t.credentials()),
         };
         let admin_stop = reached(phase.clone(), Phase::Stopping);
         let admin_task = tokio::spawn(async move {

@@ -1,9 +1,10 @@
 //! Prometheus metrics. Label sets are bounded: outcome and reason come from fixed enums,
 //! routes from the configured table.
 
+use super::exposition::Format;
 use super::risk_metrics::MetricSources;
 use crate::decision::Decision;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,6 +35,8 @@ struct ResultLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Unprefixed series in their conventional names: `process_*`, `grpc_server_*`.
+    plain: Registry,
     decisions: Family<DecisionLabels, Counter>,
     check_seconds: Histogram,
     cedar_seconds: Histogram,
@@ -49,6 +52,8 @@ pub struct Metrics {
     pub risk: super::risk_metrics::RiskMetrics,
     /// TLS on the gRPC port: certificate reloads, refused handshakes.
     pub tls: super::tls_metrics::TlsMetrics,
+    /// gRPC server metrics of the ext_authz service.
+    pub grpc: super::grpc_metrics::GrpcServerMetrics,
 }
 
 impl Default for Metrics {
@@ -119,6 +124,10 @@ impl Metrics {
         sources.state.register(&mut registry);
         let risk = super::risk_metrics::RiskMetrics::register(&mut registry, sources);
         let tls = super::tls_metrics::TlsMetrics::register(&mut registry);
+        super::process_metrics::register_build_info(&mut registry);
+        let mut plain = Registry::default();
+        plain.register_collector(Box::new(super::process_metrics::ProcessCollector));
+        let grpc = super::grpc_metrics::GrpcServerMetrics::register(&mut plain);
         // Known label values start at zero so rate() and increase() work from the first event.
         for result in ["success", "failure"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -138,9 +147,11 @@ impl Metrics {
             "Checks denied without asking the risk API: Cedar denies them whatever the risk",
             risk_skipped.clone(),
         );
+        prime_fail_modes(&fail_mode);
         Metrics {
             risk_skipped,
             registry,
+            plain,
             decisions,
             check_seconds,
             cedar_seconds,
@@ -152,6 +163,7 @@ impl Metrics {
             ready,
             risk,
             tls,
+            grpc,
         }
     }
 
@@ -196,13 +208,85 @@ impl Metrics {
             .inc();
     }
 
-    /// Prometheus text exposition.
+    /// The OpenMetrics text exposition (what prometheus-client writes).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        let written = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.plain))
+            .and_then(|()| encode_eof(&mut out));
+        if written.is_err() {
             out.clear();
         }
         out
+    }
+
+    /// The exposition in `format` (see [`super::exposition`]).
+    pub fn render_as(&self, format: Format) -> String {
+        format.render(self.render())
+    }
+
+    /// Creates at zero the series whose label values come from the route table (decisions
+    /// and shadow disagreements by route, risk scores and recommendations by action), so
+    /// dashboards and alerts have data from start-up. `enforce` is the global mode.
+    pub fn prime_routes(&self, routes: &[crate::routes::Route], enforce: bool) {
+        let no_route = if enforce { "deny" } else { "dry_run" };
+        let _ = self.decisions.get_or_create(&DecisionLabels {
+            outcome: no_route,
+            reason: "no_route",
+            route: "none".into(),
+            enforced: if enforce { "true" } else { "false" },
+        });
+        for r in routes {
+            let enforced = enforce && !r.dry_run;
+            let outcomes: &[(&str, &str)] = if enforced {
+                &[("allow", "allow"), ("deny", "policy_deny")]
+            } else {
+                &[("dry_run", "allow"), ("dry_run", "policy_deny")]
+            };
+            for &(outcome, reason) in outcomes {
+                let _ = self.decisions.get_or_create(&DecisionLabels {
+                    outcome,
+                    reason,
+                    route: r.name.clone(),
+                    enforced: if enforced { "true" } else { "false" },
+                });
+            }
+            for (live, shadow) in [("allow", "deny"), ("deny", "allow")] {
+                let _ = self.shadow_disagreements.get_or_create(&ShadowLabels {
+                    route: r.name.clone(),
+                    live,
+                    shadow,
+                });
+            }
+            if r.risk != crate::config::RiskMode::Off {
+                self.risk.prime_action(&r.action);
+                let _ = self.risk_skipped.get_or_create(&RouteLabels {
+                    route: r.name.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// Every fail mode × every outage cause, at zero.
+fn prime_fail_modes(fail_mode: &Family<FailModeLabels, Counter>) {
+    use crate::risk::FetchError;
+    let causes = [
+        FetchError::Timeout,
+        FetchError::Connect(String::new()),
+        FetchError::Unavailable(503),
+        FetchError::Unauthorized,
+        FetchError::NoToken(String::new()),
+        FetchError::Garbage(String::new()),
+        FetchError::BreakerOpen,
+    ];
+    for mode in ["closed", "read_only", "open"] {
+        for cause in &causes {
+            let _ = fail_mode.get_or_create(&FailModeLabels {
+                mode,
+                cause: cause.label(),
+            });
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::decision::{Decision, DenyReason, OutcomeClass, Verdict};
 use crate::risk::breaker::BreakerState;
+use crate::risk::credentials::CredentialStatus;
 use crate::risk::reasons::reason_label;
 use crate::risk::{Assessor, RiskObserver};
 use prometheus_client::collector::Collector;
@@ -66,6 +67,8 @@ pub struct MetricSources {
     pub audit_dropped: Option<Arc<AtomicU64>>,
     /// The counters the state store reports its operations to (it was built with a clone).
     pub state: crate::telemetry::StateMetrics,
+    /// The risk API client secret's state, read at every scrape.
+    pub credentials: Option<Arc<CredentialStatus>>,
 }
 
 /// Calls to the risk API by result, and their latency: the assessor's observer. Clones
@@ -103,6 +106,7 @@ impl RiskObserver for RiskApiMetrics {
 struct Live {
     assessor: Option<Arc<Assessor>>,
     audit_dropped: Option<Arc<AtomicU64>>,
+    credentials: Option<Arc<CredentialStatus>>,
 }
 
 impl Collector for Live {
@@ -133,6 +137,15 @@ impl Collector for Live {
                 "Checks answered from the negative cache (a token the API called bogus) without an API call",
                 None,
                 c.metric_type(),
+            )?)?;
+        }
+        if let Some(c) = &self.credentials {
+            let g = ConstGauge::new(i64::from(c.ok()));
+            g.encode(encoder.encode_descriptor(
+                "risk_credentials_ok",
+                "1 when the risk API client secret was readable at the last read, 0 when not",
+                None,
+                g.metric_type(),
             )?)?;
         }
         if let Some(d) = &self.audit_dropped {
@@ -208,9 +221,47 @@ impl RiskMetrics {
              or the budget could not be counted (budget_store)",
             calls_refused.clone(),
         );
+        // Known label values start at zero so dashboards and alerts have data from start-up.
+        for result in [
+            "ok",
+            "timeout",
+            "connect",
+            "throttled",
+            "status_5xx",
+            "unauthorized",
+            "no_oauth_token",
+            "garbage",
+            "rejected",
+        ] {
+            let _ = sources
+                .risk_api
+                .requests
+                .get_or_create(&ResultLabel { result });
+        }
+        for kind in [
+            "action_type",
+            "user_mismatch",
+            "missing_user",
+            "stale",
+            "future",
+            "used_up",
+            "ledger_full",
+        ] {
+            let _ = binding_violations.get_or_create(&KindLabel { kind });
+        }
+        for cause in ["budget", "concurrency", "api_throttled", "budget_store"] {
+            let _ = calls_refused.get_or_create(&CauseLabel { cause });
+        }
+        for outcome in ["deny", "challenge"] {
+            let documented = crate::risk::reasons::DOCUMENTED_REASONS.iter().copied();
+            for reason in documented.chain(["OTHER"]) {
+                let _ = reasons.get_or_create(&ReasonLabels { reason, outcome });
+            }
+        }
         registry.register_collector(Box::new(Live {
             assessor: sources.assessor,
             audit_dropped: sources.audit_dropped,
+            credentials: sources.credentials,
         }));
         RiskMetrics {
             binding_violations,
@@ -218,6 +269,19 @@ impl RiskMetrics {
             recommendations,
             reasons,
             calls_refused,
+        }
+    }
+
+    /// Creates the per-action series (score histogram, recommendations by type) at zero.
+    pub fn prime_action(&self, action: &str) {
+        let _ = self.scores.get_or_create(&ActionLabel {
+            action: action.to_owned(),
+        });
+        for recommendation in ["TRUST", "ALLOW", "CHALLENGE", "DENY"] {
+            let _ = self.recommendations.get_or_create(&RecommendationLabels {
+                recommendation,
+                action: action.to_owned(),
+            });
         }
     }
 
