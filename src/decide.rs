@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! hygiene ─► route ─► principal ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403     401/403/503  403      403          401        403
+//!   403     403/pass     403     401/403/503  403      403          401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
@@ -53,6 +53,8 @@ pub struct DecideSettings {
     pub retry_after_s: u32,
     /// Challenge value when the API names none.
     pub default_challenge: String,
+    /// Most uses one authenticated principal counts per action age (`state`).
+    pub max_uses_per_principal: u32,
 }
 
 impl DecideSettings {
@@ -71,6 +73,7 @@ impl DecideSettings {
             clock_skew_ms: millis(risk.clock_skew),
             retry_after_s: u32::try_from(risk.retry_after.as_secs()).unwrap_or(u32::MAX),
             default_challenge: risk.default_challenge,
+            max_uses_per_principal: config.state.max_uses_per_principal,
         }
     }
 }
@@ -205,8 +208,17 @@ impl Decider {
         let limits = uses::UseLimits {
             max_age_ms: self.settings.max_age_ms,
             retry_after_s: self.settings.retry_after_s,
+            max_uses_per_principal: self.settings.max_uses_per_principal,
         };
-        uses::consume(&*self.uses, &snapshot.policies, route, &risk, limits).await
+        uses::consume(
+            &*self.uses,
+            &snapshot.policies,
+            route,
+            &risk,
+            &principal,
+            limits,
+        )
+        .await
     }
 }
 

@@ -194,7 +194,8 @@ fn deny(d: &Decision, reason: &DenyReason, settings: &AnswerSettings) -> CheckRe
             headers.push(header("www-authenticate", www));
         }
         DenyReason::RiskUnavailable { retry_after_s }
-        | DenyReason::StateUnavailable { retry_after_s } => {
+        | DenyReason::StateUnavailable { retry_after_s }
+        | DenyReason::LedgerFull { retry_after_s, .. } => {
             headers.push(header("retry-after", retry_after_s.to_string()));
         }
         _ => {}

@@ -26,6 +26,10 @@ pub struct StateConfig {
     /// Capacity (entries) of the memory store, and of the per-replica fallback under `local`;
     /// when full of live entries a use is refused rather than an entry forgotten.
     pub max_entries: usize,
+    /// Most uses one authenticated principal may count within the action age
+    /// (`risk.max_age`), so one user cannot fill the ledger for everyone; beyond it that
+    /// principal's writes get 503 + `retry-after`. Anonymous callers are not capped.
+    pub max_uses_per_principal: u32,
     /// Breaker for the store: consecutive store faults that open it, and how long it stays open.
     pub breaker: BreakerConfig,
     /// The Redis store; required with `store: redis`.
@@ -43,6 +47,7 @@ impl Default for StateConfig {
             allow_local_uses: false,
             timeout: Duration::from_millis(50),
             max_entries: 100_000,
+            max_uses_per_principal: 1_000,
             breaker: BreakerConfig::default(),
             redis: None,
             share_recommendations: false,
@@ -196,6 +201,12 @@ impl StateConfig {
         }
         if self.max_entries == 0 {
             return Err(ConfigError::field("state.max_entries", "must be positive"));
+        }
+        if self.max_uses_per_principal == 0 {
+            return Err(ConfigError::field(
+                "state.max_uses_per_principal",
+                "must be positive",
+            ));
         }
         if self.breaker.failure_threshold == 0 {
             return Err(ConfigError::field(

@@ -2,7 +2,7 @@
 //! routes from the configured table.
 
 use super::risk_metrics::MetricSources;
-use crate::decision::Decision;
+use crate::decision::{Decision, DenyReason, LedgerScope, Verdict};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +26,11 @@ struct FailModeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -42,6 +47,7 @@ pub struct Metrics {
     fail_mode: Family<FailModeLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     shadow_disagreements: Family<ShadowLabels, Counter>,
+    ledger_full: Family<ScopeLabels, Counter>,
     /// 1 while policies and config are loaded and the server is not draining.
     pub ready: Gauge,
     /// Risk-side metrics (API calls, scores, reasons, live gauges).
@@ -131,8 +137,20 @@ impl Metrics {
             "Checks where the shadow policy set answered differently from the live set",
             shadow_disagreements.clone(),
         );
+        let ledger_full = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "use_ledger_full",
+            "Writes refused with 503 because the use ledger (scope=store) or a principal's share of it (scope=principal) is full",
+            ledger_full.clone(),
+        );
+        for scope in [LedgerScope::Store, LedgerScope::Principal] {
+            let _ = ledger_full.get_or_create(&ScopeLabels {
+                scope: scope.as_str(),
+            });
+        }
         Metrics {
             registry,
+            ledger_full,
             decisions,
             check_seconds,
             cedar_seconds,
@@ -173,6 +191,13 @@ impl Metrics {
         if let Some((mode, cause)) = d.fail_mode {
             self.fail_mode
                 .get_or_create(&FailModeLabels { mode, cause })
+                .inc();
+        }
+        if let Verdict::Deny(DenyReason::LedgerFull { scope, .. }) = &d.verdict {
+            self.ledger_full
+                .get_or_create(&ScopeLabels {
+                    scope: scope.as_str(),
+                })
                 .inc();
         }
         self.observe_shadow(d);
@@ -226,7 +251,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{DenyReason, Verdict};
 
     #[test]
     fn decisions_are_counted_by_outcome_and_reason() {
@@ -241,5 +265,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("riskgate_check_duration_seconds_count 1"));
+    }
+
+    /// Issue 14 item 3: a full ledger is counted by scope, for the alert.
+    #[test]
+    fn full_ledger_refusals_are_counted_by_scope() {
+        let m = Metrics::new();
+        assert!(m
+            .render()
+            .contains(r#"riskgate_use_ledger_full_total{scope="principal"} 0"#));
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::LedgerFull {
+            scope: LedgerScope::Store,
+            retry_after_s: 1,
+        });
+        m.observe(&d);
+        let text = m.render();
+        assert!(
+            text.contains(r#"riskgate_use_ledger_full_total{scope="store"} 1"#),
+            "{text}"
+        );
     }
 }
