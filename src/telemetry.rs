@@ -4,12 +4,14 @@
 //! recorder), rendered by the admin server's `/metrics`. Traces go to an OTLP collector when
 //! the standard `OTEL_EXPORTER_OTLP_*` variables say so.
 
+pub mod conn_metrics;
 pub mod metrics;
 pub mod risk_metrics;
 pub mod state_metrics;
 pub mod tls_metrics;
 pub mod trace;
 
+pub use conn_metrics::ConnMetrics;
 pub use metrics::Metrics;
 pub use risk_metrics::{MetricSources, RiskApiMetrics};
 pub use state_metrics::StateMetrics;

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub risk: super::risk_metrics::RiskMetrics,
     /// TLS on the gRPC port: certificate reloads, refused handshakes.
     pub tls: super::tls_metrics::TlsMetrics,
+    /// Connections on the gRPC port: open, refused, accept errors, closed by riskgate.
+    pub conns: super::conn_metrics::ConnMetrics,
 }
 
 impl Default for Metrics {
@@ -124,6 +126,7 @@ impl Metrics {
         sources.state.register(&mut registry);
         let risk = super::risk_metrics::RiskMetrics::register(&mut registry, sources);
         let tls = super::tls_metrics::TlsMetrics::register(&mut registry);
+        let conns = super::conn_metrics::ConnMetrics::register(&mut registry);
         // Known label values start at zero so rate() and increase() work from the first event.
         for result in ["success", "failure"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -162,6 +165,7 @@ impl Metrics {
             ready,
             risk,
             tls,
+            conns,
         }
     }
 
