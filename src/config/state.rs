@@ -357,6 +357,13 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_principal_share_is_refused_by_name() -> Result<(), String> {
+        let c = parse("max_uses_per_principal: 0")?;
+        assert!(msg(c.validate(&[])).contains("state.max_uses_per_principal"));
+        Ok(())
+    }
+
+    #[test]
     fn unknown_fields_are_named() {
         let e = parse("redis: { url: redis://x, allow_evictions: true }").err();
         assert!(e.unwrap_or_default().contains("allow_evictions"));
