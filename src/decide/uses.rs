@@ -12,7 +12,9 @@
 //! One authenticated principal may count at most `state.max_uses_per_principal` uses per
 //! window of the action age (a fixed-window counter in the store, next to the principal's
 //! other records), so one user cannot fill the ledger for everyone: a principal holds at
-//! most twice its cap of live entries (the counts of the last two windows).
+//! most twice its cap of live entries (the counts of the last two windows). The counter
+//! moves before the use is spent — every write that reaches this stage counts, a replay of a
+//! used-up token included — so a principal over its share never burns a token on a 503.
 
 use super::risk::{BindingViolation, RiskOutcome};
 use crate::decision::{DenyReason, LedgerScope};
