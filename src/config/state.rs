@@ -202,6 +202,13 @@ impl StateConfig {
         if self.max_entries == 0 {
             return Err(ConfigError::field("state.max_entries", "must be positive"));
         }
+        if self.share_recommendations && self.store == StoreKind::Memory {
+            return Err(ConfigError::field(
+                "state.share_recommendations",
+                "needs `store: redis`: with the per-replica memory store there is no other replica to share with, \
+                 and shared recommendations would take the use ledger's capacity (`state.max_entries`)",
+            ));
+        }
         if self.max_uses_per_principal == 0 {
             return Err(ConfigError::field(
                 "state.max_uses_per_principal",
@@ -353,6 +360,16 @@ mod tests {
         assert_eq!(c, StateConfig::default());
         assert_eq!(c.store, StoreKind::Memory);
         assert_eq!(c.on_failure, OnFailure::Closed);
+        c.validate(&[]).map_err(|e| e.to_string())
+    }
+
+    /// Issue 14 item 3: the use ledger's capacity is its own — recommendations are never
+    /// shared through the per-replica memory store that holds it.
+    #[test]
+    fn recommendations_are_not_shared_through_the_memory_ledger() -> Result<(), String> {
+        let c = parse("share_recommendations: true")?;
+        assert!(msg(c.validate(&[])).contains("state.share_recommendations"));
+        let c = parse("{store: redis, redis: {url: redis://x}, share_recommendations: true}")?;
         c.validate(&[]).map_err(|e| e.to_string())
     }
 
