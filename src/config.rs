@@ -9,6 +9,7 @@ pub mod duration;
 mod identity;
 mod lifecycle;
 mod limits;
+mod listen;
 pub mod proxy;
 mod risk;
 mod routes;
@@ -34,6 +35,7 @@ use crate::source::SourceLocation;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A configuration problem, always naming the field or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,27 @@ pub struct Listen {
     /// Serve gRPC server reflection on the gRPC port. Off by default: it lists riskgate's
     /// services to any caller, which only debugging tools (grpcurl) need.
     pub reflection: bool,
+    /// Most open gRPC connections; beyond it a new connection is closed at once (and
+    /// counted). Lowered at start to the open-files limit minus `fd_reserve`.
+    pub max_connections: usize,
+    /// File descriptors kept free of gRPC connections, for the admin port (`/readyz`), the
+    /// state store, the risk API and files.
+    pub fd_reserve: usize,
+    /// Most concurrent Checks (HTTP/2 streams) on one connection.
+    pub max_concurrent_streams: u32,
+    /// How often an HTTP/2 PING checks that a connection's peer is still there.
+    #[serde(deserialize_with = "duration::millis")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    #[serde(deserialize_with = "duration::millis")]
+    pub http2_keepalive_timeout: Duration,
+    /// A connection with no Check in flight for this long is closed.
+    #[serde(deserialize_with = "duration::millis")]
+    pub idle_timeout: Duration,
+    /// How long a new connection has to deliver its first request (TLS handshake, HTTP/2
+    /// preface and the first request's headers) before it is closed.
+    #[serde(deserialize_with = "duration::millis")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Listen {
@@ -150,6 +173,13 @@ impl Default for Listen {
             admin: SocketAddr::from(([0, 0, 0, 0], 9002)),
             tls: None,
             reflection: false,
+            max_connections: 1024,
+            fd_reserve: 64,
+            max_concurrent_streams: 1024,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -330,6 +360,7 @@ impl Config {
         self.identity.validate()?;
         self.shutdown.validate()?;
         self.limits.validate()?;
+        self.listen.validate()?;
         if let Some(tls) = &self.listen.tls {
             tls.validate()?;
         }

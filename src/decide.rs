@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! hygiene ─► route ─► principal ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403   401/403/429/503 403     403          401        403
+//!   403     403/pass     403   401/403/429/503 403     403          401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
@@ -57,6 +57,8 @@ pub struct DecideSettings {
     pub sticky_window_ms: u64,
     /// Per-source budget of risk-API calls (`risk.call_budget`).
     pub call_budget: risk::CallBudgetSettings,
+    /// Most uses one authenticated principal counts per action age (`state`).
+    pub max_uses_per_principal: u32,
 }
 
 impl DecideSettings {
@@ -80,6 +82,7 @@ impl DecideSettings {
                 calls: risk.call_budget.calls,
                 window_ms: millis(risk.call_budget.window),
             },
+            max_uses_per_principal: config.state.max_uses_per_principal,
         }
     }
 }
@@ -222,8 +225,17 @@ impl Decider {
         let limits = uses::UseLimits {
             max_age_ms: self.settings.max_age_ms,
             retry_after_s: self.settings.retry_after_s,
+            max_uses_per_principal: self.settings.max_uses_per_principal,
         };
-        uses::consume(&*self.uses, &snapshot.policies, route, &risk, limits).await
+        uses::consume(
+            &*self.uses,
+            &snapshot.policies,
+            route,
+            &risk,
+            &principal,
+            limits,
+        )
+        .await
     }
 }
 

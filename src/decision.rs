@@ -80,11 +80,39 @@ pub enum DenyReason {
         /// The API's `Retry-After` (bounded), else `risk.retry_after`.
         retry_after_s: u32,
     },
+    /// The use ledger cannot take another entry (issue 14): the store is full of live
+    /// actions, or this principal holds its share. An outage of riskgate's — 503 +
+    /// `retry-after` — not a verdict on the user.
+    LedgerFull {
+        /// Which capacity ran out.
+        scope: LedgerScope,
+        /// Seconds for `retry-after`.
+        retry_after_s: u32,
+    },
     /// The Check exceeds one of riskgate's own limits (`limits.*`): it is not parsed further.
     RequestTooLarge(Limit),
     /// The action-token header came more than once (e.g. `X-Action-Token` and
     /// `x-action-token` from a direct gRPC caller): which one would count is ambiguous.
     DuplicateActionToken,
+}
+
+/// Which capacity of the use ledger ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerScope {
+    /// The whole store (`state.max_entries`).
+    Store,
+    /// One authenticated principal's share (`state.max_uses_per_principal`).
+    Principal,
+}
+
+impl LedgerScope {
+    /// Label value (`riskgate_use_ledger_full_total{scope}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerScope::Store => "store",
+            LedgerScope::Principal => "principal",
+        }
+    }
 }
 
 /// Which of riskgate's own limits a Check exceeded (`limits` in the config).
@@ -133,7 +161,8 @@ impl DenyReason {
             DenyReason::RiskUnavailable { .. }
             | DenyReason::StateUnavailable { .. }
             | DenyReason::RiskApiBusy { .. }
-            | DenyReason::RiskApiThrottled { .. } => 503,
+            | DenyReason::RiskApiThrottled { .. }
+            | DenyReason::LedgerFull { .. } => 503,
             DenyReason::RiskBudgetExceeded { .. } => 429,
             _ => 403,
         }
@@ -157,7 +186,6 @@ impl DenyReason {
                 BindingViolation::Stale => "binding_stale",
                 BindingViolation::FromTheFuture => "binding_future",
                 BindingViolation::UsedUp => "binding_used_up",
-                BindingViolation::LedgerFull => "binding_ledger_full",
             },
             DenyReason::RiskDeny => "risk_deny",
             DenyReason::RiskHigh => "risk_high",
@@ -170,6 +198,10 @@ impl DenyReason {
             DenyReason::RiskBudgetExceeded { .. } => "risk_budget_exceeded",
             DenyReason::RiskApiBusy { .. } => "risk_api_busy",
             DenyReason::RiskApiThrottled { .. } => "risk_api_throttled",
+            DenyReason::LedgerFull { scope, .. } => match scope {
+                LedgerScope::Store => "use_ledger_full",
+                LedgerScope::Principal => "principal_uses_full",
+            },
             DenyReason::RequestTooLarge(limit) => match limit {
                 Limit::HeaderCount => "too_many_headers",
                 Limit::HeaderBytes => "headers_too_large",
@@ -187,7 +219,8 @@ impl DenyReason {
             | DenyReason::StateUnavailable { retry_after_s }
             | DenyReason::RiskBudgetExceeded { retry_after_s }
             | DenyReason::RiskApiBusy { retry_after_s }
-            | DenyReason::RiskApiThrottled { retry_after_s } => Some(*retry_after_s),
+            | DenyReason::RiskApiThrottled { retry_after_s }
+            | DenyReason::LedgerFull { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }
     }

@@ -113,7 +113,8 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
         req.metadata.insert(src.namespace.clone(), ns);
     }
     // one decision: a fresh per-process store (uses are never shared with a running riskgate)
-    let uses = Arc::new(crate::state::MemoryStore::new(1));
+    // with room for its two records: the action's use and the principal's count of uses
+    let uses = Arc::new(crate::state::MemoryStore::new(2));
     let decider = Decider::new(settings, snapshot, Some(Arc::new(assessor)), uses);
     let decision = decider.decide(&req).await;
     Ok(OfflineAnswer {

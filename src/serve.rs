@@ -6,6 +6,7 @@
 //! * [`shutdown`] — process signals and the phases of a graceful stop.
 //! * [`tls`] — TLS on the gRPC listener, with certificate reload.
 //! * [`admin`] — the admin port: liveness, readiness, metrics.
+//! * [`connections`] — limits on the gRPC port's connections (count, idle, first request).
 //!
 //! Imports among them form a DAG: `server` at the top, which nothing here imports; the
 //! arrows point at what a module uses.
@@ -14,6 +15,8 @@
 //!  server ─┬─────────────► reload ──► policy (Snapshot, load_snapshot, LoadError)
 //!          ├─► shutdown ──┘  (SIGHUP triggers a reload)
 //!          ├─► tls ──────► telemetry::TlsMetrics
+//!          │    └──────────┐
+//!          ├─► connections ◄┘ ──► telemetry::ConnMetrics
 //!          └─► admin ────► telemetry::Metrics
 //! ```
 //!
@@ -21,6 +24,7 @@
 //! the offline commands; telemetry imports nothing from here.
 
 pub mod admin;
+pub mod connections;
 pub mod reload;
 pub mod server;
 pub mod shutdown;

@@ -4,6 +4,7 @@
 //! recorder), rendered by the admin server's `/metrics`. Traces go to an OTLP collector when
 //! the standard `OTEL_EXPORTER_OTLP_*` variables say so.
 
+pub mod conn_metrics;
 pub mod exposition;
 pub mod grpc_metrics;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod state_metrics;
 pub mod tls_metrics;
 pub mod trace;
 
+pub use conn_metrics::ConnMetrics;
 pub use metrics::Metrics;
 pub use risk_metrics::{MetricSources, RiskApiMetrics};
 pub use state_metrics::StateMetrics;

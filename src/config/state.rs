@@ -26,6 +26,10 @@ pub struct StateConfig {
     /// Capacity (entries) of the memory store, and of the per-replica fallback under `local`;
     /// when full of live entries a use is refused rather than an entry forgotten.
     pub max_entries: usize,
+    /// Most uses one authenticated principal may count within the action age
+    /// (`risk.max_age`), so one user cannot fill the ledger for everyone; beyond it that
+    /// principal's writes get 503 + `retry-after`. Anonymous callers are not capped.
+    pub max_uses_per_principal: u32,
     /// Breaker for the store: consecutive store faults that open it, and how long it stays open.
     pub breaker: BreakerConfig,
     /// The Redis store; required with `store: redis`.
@@ -43,6 +47,7 @@ impl Default for StateConfig {
             allow_local_uses: false,
             timeout: Duration::from_millis(50),
             max_entries: 100_000,
+            max_uses_per_principal: 1_000,
             breaker: BreakerConfig::default(),
             redis: None,
             share_recommendations: false,
@@ -197,6 +202,19 @@ impl StateConfig {
         if self.max_entries == 0 {
             return Err(ConfigError::field("state.max_entries", "must be positive"));
         }
+        if self.share_recommendations && self.store == StoreKind::Memory {
+            return Err(ConfigError::field(
+                "state.share_recommendations",
+                "needs `store: redis`: with the per-replica memory store there is no other replica to share with, \
+                 and shared recommendations would take the use ledger's capacity (`state.max_entries`)",
+            ));
+        }
+        if self.max_uses_per_principal == 0 {
+            return Err(ConfigError::field(
+                "state.max_uses_per_principal",
+                "must be positive",
+            ));
+        }
         if self.breaker.failure_threshold == 0 {
             return Err(ConfigError::field(
                 "state.breaker.failure_threshold",
@@ -343,6 +361,23 @@ mod tests {
         assert_eq!(c.store, StoreKind::Memory);
         assert_eq!(c.on_failure, OnFailure::Closed);
         c.validate(&[]).map_err(|e| e.to_string())
+    }
+
+    /// Issue 14 item 3: the use ledger's capacity is its own — recommendations are never
+    /// shared through the per-replica memory store that holds it.
+    #[test]
+    fn recommendations_are_not_shared_through_the_memory_ledger() -> Result<(), String> {
+        let c = parse("share_recommendations: true")?;
+        assert!(msg(c.validate(&[])).contains("state.share_recommendations"));
+        let c = parse("{store: redis, redis: {url: redis://x}, share_recommendations: true}")?;
+        c.validate(&[]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_zero_principal_share_is_refused_by_name() -> Result<(), String> {
+        let c = parse("max_uses_per_principal: 0")?;
+        assert!(msg(c.validate(&[])).contains("state.max_uses_per_principal"));
+        Ok(())
     }
 
     #[test]

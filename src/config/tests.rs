@@ -32,6 +32,21 @@ fn defaults_are_the_documented_values() -> Result<(), ConfigError> {
     assert_eq!(c.listen.admin, SocketAddr::from(([0, 0, 0, 0], 9002)));
     assert_eq!(c.listen.tls, None);
     assert!(!c.listen.reflection, "reflection off unless configured");
+    let l = &c.listen;
+    assert_eq!(
+        (l.max_connections, l.fd_reserve, l.max_concurrent_streams),
+        (1024, 64, 1024)
+    );
+    assert_eq!(
+        (
+            l.http2_keepalive_interval,
+            l.http2_keepalive_timeout,
+            l.idle_timeout,
+            l.header_read_timeout
+        ),
+        (ms(30_000), ms(10_000), ms(300_000), ms(10_000))
+    );
+    assert_eq!(c.state.max_uses_per_principal, 1_000);
     assert_eq!(c.mode, Mode::Enforce);
     assert_eq!(c.default, DefaultAnswer::Deny);
     assert_eq!(c.reload.poll, ms(1_000));

@@ -14,6 +14,7 @@ use crate::pb::envoy::service::auth::v3::authorization_server::AuthorizationServ
 use crate::policy::LoadError;
 use crate::risk::{self, token::TokenManager};
 use crate::serve::admin::{self, AdminState};
+use crate::serve::connections::{Acceptor, ConnLimits, TrackChecks};
 use crate::serve::reload::{self, ReloadSource, Reloader};
 use crate::serve::shutdown::{reached, Phase};
 use crate::serve::tls::{TlsError, TlsServer};
@@ -27,7 +28,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::Instrument as _;
@@ -149,7 +149,7 @@ impl App {
 /// Bound listeners, before serving.
 pub struct Bound {
     app: App,
-    grpc: TcpIncoming,
+    grpc: tokio::net::TcpListener,
     /// TLS for the gRPC listener (`listen.tls`), loaded and checked before binding.
     tls: Option<Arc<TlsServer>>,
     admin: tokio::net::TcpListener,
@@ -168,9 +168,9 @@ pub async fn bind(app: App, grpc: SocketAddr, admin: SocketAddr) -> Result<Bound
         .as_ref()
         .map(|settings| TlsServer::load(settings, app.metrics.tls.clone()))
         .transpose()?;
-    let grpc_incoming = TcpIncoming::bind(grpc)
-        .map_err(|source| StartError::Bind { addr: grpc, source })?
-        .with_nodelay(Some(true));
+    let grpc_incoming = tokio::net::TcpListener::bind(grpc)
+        .await
+        .map_err(|source| StartError::Bind { addr: grpc, source })?;
     let grpc_addr = grpc_incoming
         .local_addr()
         .map_err(|source| StartError::Bind { addr: grpc, source })?;
@@ -269,7 +269,17 @@ impl Bound {
             "riskgate ready"
         );
 
+        let listen = &app.config.listen;
+        let grpc = Acceptor::new(
+            grpc,
+            ConnLimits::from_listen(listen),
+            app.metrics.conns.clone(),
+        );
         let router = tonic::transport::Server::builder()
+            .max_concurrent_streams(listen.max_concurrent_streams)
+            .http2_keepalive_interval(Some(listen.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(listen.http2_keepalive_timeout))
+            .layer(TrackChecks)
             .add_service(health_service)
             .add_optional_service(reflection)
             .add_service(AuthorizationServer::new(service).max_decoding_message_size(max_message));

@@ -1,7 +1,7 @@
 //! TLS on the gRPC listener, with client certificates (mTLS) and hot certificate reload.
 //!
 //! ```text
-//!  TcpIncoming ─► TlsIncoming ─ handshake task per connection (ALPN h2, timeout) ─► tonic
+//!  Acceptor ─► TlsIncoming ─ handshake task per connection (ALPN h2, timeout) ─► tonic
 //!                     │            └─ reads the current ServerConfig ◄──┐
 //!                     └─ failed handshake: counted, logged at debug     │ ArcSwap
 //!  poll tick ─► hash cert, key, client CA ─ changed ─► build ServerConfig ┤
@@ -24,12 +24,12 @@ pub use files::load;
 pub use incoming::{TlsConn, TlsIncoming};
 
 use crate::config::TlsConfig;
+use crate::serve::connections::Acceptor;
 use crate::telemetry::TlsMetrics;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use tonic::transport::server::TcpIncoming;
 use tracing::Instrument as _;
 
 /// Why TLS material was refused; every variant names the `listen.tls` field at fault.
@@ -174,7 +174,7 @@ impl TlsServer {
     }
 
     /// TLS connections accepted from `tcp`, for tonic's `serve_with_incoming_shutdown`.
-    pub fn incoming(self: Arc<Self>, tcp: TcpIncoming) -> TlsIncoming {
+    pub fn incoming(self: Arc<Self>, tcp: Acceptor) -> TlsIncoming {
         TlsIncoming::new(tcp, self)
     }
 }

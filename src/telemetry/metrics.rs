@@ -3,7 +3,7 @@
 
 use super::exposition::Format;
 use super::risk_metrics::MetricSources;
-use crate::decision::Decision;
+use crate::decision::{Decision, DenyReason, LedgerScope, Verdict};
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +27,11 @@ struct FailModeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -46,6 +51,7 @@ pub struct Metrics {
     policy_reloads: Family<ResultLabels, Counter>,
     shadow_disagreements: Family<ShadowLabels, Counter>,
     risk_skipped: Family<RouteLabels, Counter>,
+    ledger_full: Family<ScopeLabels, Counter>,
     /// 1 while policies and config are loaded and the server is not draining.
     pub ready: Gauge,
     /// Risk-side metrics (API calls, scores, reasons, live gauges).
@@ -54,6 +60,8 @@ pub struct Metrics {
     pub tls: super::tls_metrics::TlsMetrics,
     /// gRPC server metrics of the ext_authz service.
     pub grpc: super::grpc_metrics::GrpcServerMetrics,
+    /// Connections on the gRPC port: open, refused, accept errors, closed by riskgate.
+    pub conns: super::conn_metrics::ConnMetrics,
 }
 
 impl Default for Metrics {
@@ -128,6 +136,7 @@ impl Metrics {
         let mut plain = Registry::default();
         plain.register_collector(Box::new(super::process_metrics::ProcessCollector));
         let grpc = super::grpc_metrics::GrpcServerMetrics::register(&mut plain);
+        let conns = super::conn_metrics::ConnMetrics::register(&mut registry);
         // Known label values start at zero so rate() and increase() work from the first event.
         for result in ["success", "failure"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -148,10 +157,22 @@ impl Metrics {
             risk_skipped.clone(),
         );
         prime_fail_modes(&fail_mode);
+        let ledger_full = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "use_ledger_full",
+            "Writes refused with 503 because the use ledger (scope=store) or a principal's share of it (scope=principal) is full",
+            ledger_full.clone(),
+        );
+        for scope in [LedgerScope::Store, LedgerScope::Principal] {
+            let _ = ledger_full.get_or_create(&ScopeLabels {
+                scope: scope.as_str(),
+            });
+        }
         Metrics {
             risk_skipped,
             registry,
             plain,
+            ledger_full,
             decisions,
             check_seconds,
             cedar_seconds,
@@ -164,6 +185,7 @@ impl Metrics {
             risk,
             tls,
             grpc,
+            conns,
         }
     }
 
@@ -193,6 +215,13 @@ impl Metrics {
         if let Some((mode, cause)) = d.fail_mode {
             self.fail_mode
                 .get_or_create(&FailModeLabels { mode, cause })
+                .inc();
+        }
+        if let Verdict::Deny(DenyReason::LedgerFull { scope, .. }) = &d.verdict {
+            self.ledger_full
+                .get_or_create(&ScopeLabels {
+                    scope: scope.as_str(),
+                })
                 .inc();
         }
         self.observe_shadow(d);
@@ -339,7 +368,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{DenyReason, Verdict};
 
     #[test]
     fn decisions_are_counted_by_outcome_and_reason() {
@@ -354,5 +382,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("riskgate_check_duration_seconds_count 1"));
+    }
+
+    /// Issue 14 item 3: a full ledger is counted by scope, for the alert.
+    #[test]
+    fn full_ledger_refusals_are_counted_by_scope() {
+        let m = Metrics::new();
+        assert!(m
+            .render()
+            .contains(r#"riskgate_use_ledger_full_total{scope="principal"} 0"#));
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Deny(DenyReason::LedgerFull {
+            scope: LedgerScope::Store,
+            retry_after_s: 1,
+        });
+        m.observe(&d);
+        let text = m.render();
+        assert!(
+            text.contains(r#"riskgate_use_ledger_full_total{scope="store"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -25,9 +25,6 @@ pub enum BindingViolation {
     /// The token has authorized `max_uses` requests already.
     #[error("action token already used")]
     UsedUp,
-    /// The replay ledger is full of live actions: refused rather than forgotten.
-    #[error("replay ledger full")]
-    LedgerFull,
 }
 
 impl BindingViolation {
@@ -40,7 +37,6 @@ impl BindingViolation {
             BindingViolation::Stale => "stale",
             BindingViolation::FromTheFuture => "future",
             BindingViolation::UsedUp => "used_up",
-            BindingViolation::LedgerFull => "ledger_full",
         }
     }
 }

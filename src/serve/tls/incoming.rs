@@ -7,6 +7,7 @@
 //! does when shutdown begins) closes the listening socket and aborts pending handshakes.
 
 use super::TlsServer;
+use crate::serve::connections::{Acceptor, ConnInfo, LimitedConn};
 use futures_util::Stream;
 use std::io;
 use std::pin::Pin;
@@ -14,11 +15,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::server::Connected;
 
 /// Longest a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,14 +30,14 @@ pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// TLS connections accepted on the gRPC port.
 pub struct TlsIncoming {
-    tcp: TcpIncoming,
+    tcp: Acceptor,
     tcp_done: bool,
     server: Arc<TlsServer>,
     handshakes: JoinSet<Option<TlsConn>>,
 }
 
 impl TlsIncoming {
-    pub(super) fn new(tcp: TcpIncoming, server: Arc<TlsServer>) -> TlsIncoming {
+    pub(super) fn new(tcp: Acceptor, server: Arc<TlsServer>) -> TlsIncoming {
         TlsIncoming {
             tcp,
             tcp_done: false,
@@ -46,11 +46,11 @@ impl TlsIncoming {
         }
     }
 
-    fn start_handshake(&mut self, tcp: TcpStream) {
+    fn start_handshake(&mut self, tcp: LimitedConn) {
         let acceptor = TlsAcceptor::from(self.server.current());
         let server = self.server.clone();
         self.handshakes.spawn(async move {
-            let peer = tcp.peer_addr().ok();
+            let peer = tcp.connect_info().tcp.remote_addr;
             let failure = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
                 Ok(Ok(stream)) => return Some(TlsConn(stream)),
@@ -74,7 +74,7 @@ impl Stream for TlsIncoming {
             while !this.tcp_done && this.handshakes.len() < MAX_PENDING_HANDSHAKES {
                 match Pin::new(&mut this.tcp).poll_next(cx) {
                     Poll::Ready(Some(Ok(tcp))) => this.start_handshake(tcp),
-                    // tonic skips accept errors and keeps accepting
+                    // the acceptor pauses on errors itself and never yields one
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                     Poll::Ready(None) => this.tcp_done = true,
                     Poll::Pending => break,
@@ -92,9 +92,9 @@ impl Stream for TlsIncoming {
     }
 }
 
-/// One TLS connection; tonic sees the TCP connection info (local and peer addresses).
+/// One TLS connection; tonic sees the TCP connection's info (addresses, activity).
 #[derive(Debug)]
-pub struct TlsConn(TlsStream<TcpStream>);
+pub struct TlsConn(TlsStream<LimitedConn>);
 
 impl TlsConn {
     /// The TLS session (peer certificates, negotiated protocol).
@@ -104,9 +104,9 @@ impl TlsConn {
 }
 
 impl Connected for TlsConn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> ConnInfo {
         self.0.get_ref().0.connect_info()
     }
 }
