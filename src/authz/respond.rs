@@ -255,7 +255,7 @@ mod tests {
         d.risk = Some(RiskFacts {
             score: 91.5,
             recommendation: "DENY",
-            reasons: vec!["BEHAVIOR_BOT".into()],
+            reasons: std::sync::Arc::from([std::sync::Arc::from("BEHAVIOR_BOT")]),
             action_id: "act".into(),
             action_type: "withdraw".into(),
             cache_hit: false,
@@ -347,7 +347,7 @@ mod tests {
         d.risk = Some(RiskFacts {
             score: 12.0,
             recommendation: "ALLOW",
-            reasons: vec![],
+            reasons: std::sync::Arc::from([]),
             action_id: "a".into(),
             action_type: "withdraw".into(),
             cache_hit: false,

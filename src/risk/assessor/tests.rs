@@ -21,9 +21,8 @@ fn rec(performed_at_ms: i64) -> Recommendation {
         action_type: "withdraw".into(),
         action_performed_at_ms: performed_at_ms,
         user_id: Some("u1".into()),
-        reasons: vec![],
-        threats: vec![],
-        preview_rule: None,
+        reasons: Arc::from([]),
+        threats: Box::default(),
     }
 }
 
@@ -75,7 +74,7 @@ async fn second_check_is_a_cache_hit() -> Result<(), FetchError> {
     assert!(!a.assess("tok", None).await?.cache_hit);
     let again = a.assess("tok", None).await?;
     assert!(again.cache_hit);
-    assert_eq!(again.recommendation.action_id, "act-1");
+    assert_eq!(&*again.recommendation.action_id, "act-1");
     assert_eq!(f.calls.load(Ordering::SeqCst), 1);
     Ok(())
 }
@@ -305,7 +304,7 @@ async fn a_shared_cache_saves_other_replicas_the_call() -> Result<(), FetchError
     // the share is written in the background, after the waiters got their answer
     tokio::time::sleep(Duration::from_millis(50)).await;
     let got = replica2.assess("tok", None).await?;
-    assert_eq!(got.recommendation.action_id, "act-1");
+    assert_eq!(&*got.recommendation.action_id, "act-1");
     unshared.assess("tok", None).await?;
     assert_eq!(f1.calls.load(Ordering::SeqCst), 1);
     assert_eq!(
