@@ -109,8 +109,7 @@ async fn run() {
     let started = std::time::Instant::now();
     // With no expiry asked for, entries outlive the run (an hour).
     let lifetime_ms = if expire_ms == 0 { 3_600_000 } else { expire_ms };
-    let performed_at =
-        riskgate::clock::now_ms() + lifetime_ms as i64 - max_age.as_millis() as i64;
+    let performed_at = riskgate::clock::now_ms() + lifetime_ms as i64 - max_age.as_millis() as i64;
     let assessor = Assessor::new(
         Arc::new(Documented { performed_at }),
         Arc::new(Breaker::new(3, Duration::from_secs(60))),

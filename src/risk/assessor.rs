@@ -190,7 +190,7 @@ impl Assessor {
                 shared: None,
                 interner: Arc::default(),
             }),
-            _housekeeper: housekeeper(&cache, &negative),
+            _housekeeper: housekeeper(&cache, &negative, HOUSEKEEPING_EVERY),
             cache,
             negative,
             negative_hits: AtomicU64::new(0),
@@ -206,6 +206,12 @@ impl Assessor {
         let mut fetcher = (*self.fetcher).clone();
         fetcher.shared = Some(store);
         self.fetcher = Arc::new(fetcher);
+        self
+    }
+
+    /// Removes expired entries every `every` instead of [`HOUSEKEEPING_EVERY`] (tests).
+    pub fn with_housekeeping(mut self, every: Duration) -> Assessor {
+        self._housekeeper = housekeeper(&self.cache, &self.negative, every);
         self
     }
 
@@ -310,16 +316,17 @@ impl Assessor {
     }
 }
 
-/// A task removing expired entries every [`HOUSEKEEPING_EVERY`], when built inside a Tokio
+/// A task removing expired entries `every` so often ([`HOUSEKEEPING_EVERY`]), when built inside a Tokio
 /// runtime (outside one, moka still cleans up as the cache is used).
 fn housekeeper(
     cache: &moka::future::Cache<TokenKey, Cached>,
     negative: &Option<NegativeCache>,
+    every: Duration,
 ) -> Option<AbortOnDrop> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let (cache, negative) = (cache.clone(), negative.clone());
     let task = async move {
-        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -329,9 +336,9 @@ fn housekeeper(
             }
         }
     };
-    Some(AbortOnDrop(runtime.spawn(
-        task.instrument(tracing::debug_span!("risk_cache_housekeeping")),
-    )))
+    Some(AbortOnDrop(runtime.spawn(task.instrument(
+        tracing::debug_span!("risk_cache_housekeeping"),
+    ))))
 }
 
 /// One API call with the full budget, run as its own task: it reports to the breaker and
