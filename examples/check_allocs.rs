@@ -5,7 +5,7 @@
 //! same in every profile). Prints one line of `key=value` pairs.
 //!
 //! ```text
-//! check_allocs [ITERATIONS]      default 2000
+//! check_allocs [ITERATIONS] [minimal]     default 2000; `minimal`: no `answer` extras asked
 //! ```
 
 #[path = "../benches/fixtures/mod.rs"]
@@ -36,7 +36,10 @@ async fn run() {
         .unwrap_or(2_000);
     let dir = std::env::temp_dir().join(format!("riskgate-check-allocs-{}", std::process::id()));
     // No risk API is reached: the measured route has `risk: off`.
-    let config = fixtures::config("http://127.0.0.1:9", 0, &dir);
+    let mut config = fixtures::config("http://127.0.0.1:9", 0, &dir);
+    if std::env::args().nth(2).as_deref() == Some("minimal") {
+        config.answer = riskgate::config::AnswerConfig::default();
+    }
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::sink)
         .with_max_level(tracing::Level::INFO)
