@@ -72,6 +72,27 @@ impl RiskSource for Documented {
     }
 }
 
+/// Heap bytes of one cached recommendation alone (parsed, interned, in its `Arc`), over a
+/// thousand of them: the rest of an entry's cost is the cache's own.
+fn value_bytes(performed_at: i64) -> i64 {
+    const K: usize = 1_000;
+    let interner = riskgate::risk::intern::Interner::default();
+    let bodies: Vec<String> = (0..K)
+        .map(|i| body(&format!("v{i:07x}"), performed_at))
+        .collect();
+    let mut held = Vec::with_capacity(K);
+    let region = Region::new(GLOBAL);
+    for b in &bodies {
+        match Recommendation::from_json(b.as_bytes()) {
+            Ok(r) => held.push(Arc::new(r.interned(&interner))),
+            Err(e) => panic!("fixture must parse: {e}"),
+        }
+    }
+    let bytes = live(&region) / K as i64;
+    drop(held);
+    bytes
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -125,6 +146,7 @@ async fn run() {
         None,
     );
     let tokens: Vec<String> = (0..n).map(|i| format!("{i:08x}")).collect();
+    let value_bytes = value_bytes(performed_at);
     let rss_before = rss_kib();
     let region = Region::new(GLOBAL);
     for chunk in tokens.chunks(64) {
@@ -139,7 +161,7 @@ async fn run() {
     let rss_full = rss_kib();
     let filled_in = started.elapsed();
     println!(
-        "filled_in_s={:.1} entries={} heap_bytes_per_entry={} rss_before_mib={:.1} rss_full_mib={:.1} rss_bytes_per_entry={}",
+        "filled_in_s={:.1} entries={} heap_bytes_per_entry={} of_which_recommendation={value_bytes} rss_before_mib={:.1} rss_full_mib={:.1} rss_bytes_per_entry={}",
         filled_in.as_secs_f64(),
         assessor.cached_entries(),
         heap / n.max(1) as i64,
