@@ -130,6 +130,17 @@ mod tests {
         assert_eq!(decode(&bytes), Some(sample()));
     }
 
+    /// Entries written before the compact recommendation (with `pr`, the raw `preview_rule`)
+    /// still decode: replicas of both versions share one store during a roll-out.
+    #[test]
+    fn entries_with_a_preview_rule_still_decode() {
+        let old = String::from_utf8(encode(&sample()))
+            .unwrap_or_default()
+            .replacen('}', r#","pr":{"rule_name":"r","recommendation":"x"}}"#, 1);
+        assert!(old.contains("\"pr\""), "{old}");
+        assert_eq!(decode(old.as_bytes()), Some(sample()));
+    }
+
     #[test]
     fn bad_entries_are_misses() {
         assert_eq!(decode(b"not json"), None);
