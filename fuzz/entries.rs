@@ -85,9 +85,8 @@ fn recommendation_for(score: f64, kind: RecommendationType, action_type: &str) -
         action_type: action_type.into(),
         action_performed_at_ms: now_ms(),
         user_id: Some("u1".into()),
-        reasons: vec!["PROFILE_DEVICE_NEW".into()],
-        threats: vec![],
-        preview_rule: None,
+        reasons: std::sync::Arc::from([std::sync::Arc::from("PROFILE_DEVICE_NEW")]),
+        threats: Box::default(),
     }
 }
 

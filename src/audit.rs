@@ -43,7 +43,7 @@ pub struct AuditLine<'a> {
     /// Recommendation type.
     pub recommendation: Option<&'static str>,
     /// Reason codes from the risk API.
-    pub reasons: Option<&'a [String]>,
+    pub reasons: Option<&'a [std::sync::Arc<str>]>,
     /// `context.action_id`.
     pub action_id: Option<&'a str>,
     /// Fail mode applied, with the outage cause.
@@ -100,8 +100,8 @@ impl<'a> AuditLine<'a> {
             score: d.risk.as_ref().map(|r| r.score),
             band: d.band.as_str(),
             recommendation: d.risk.as_ref().map(|r| r.recommendation),
-            reasons: d.risk.as_ref().map(|r| r.reasons.as_slice()),
-            action_id: d.risk.as_ref().map(|r| r.action_id.as_str()),
+            reasons: d.risk.as_ref().map(|r| &r.reasons[..]),
+            action_id: d.risk.as_ref().map(|r| &*r.action_id),
             fail_mode: d.fail_mode,
             policies: &d.policies,
             cache_hit: d.risk.as_ref().map(|r| r.cache_hit),

@@ -43,7 +43,7 @@ impl AuthzService {
                 .filter(|s| s.claim == "acr")
                 .map(|s| s.contains.clone()),
             token_header: Some(decider.settings().token_header.clone()),
-            ..AnswerSettings::default()
+            extras: respond::AnswerExtras::from(decider.settings().answer),
         };
         let edge = extract::EdgeRules {
             limits: LimitsConfig::default(),
@@ -81,7 +81,7 @@ impl AuthzService {
         d.verdict = Verdict::Deny(reason);
         d.enforced = settings.mode == Mode::Enforce;
         if !d.enforced {
-            d.strip_headers = strip_list(&settings.strip_headers, check);
+            d.strip_headers = strip_list(&settings.strip, check);
         }
         d
     }
@@ -120,7 +120,7 @@ impl AuthzService {
 
 /// The exact strip names, plus the Check's header names matching a `prefix*` pattern (the
 /// decision core's rule, for a Check that never reached it).
-fn strip_list(patterns: &[String], check: &CheckRequest) -> Vec<String> {
+fn strip_list(rules: &crate::decide::strip::StripRules, check: &CheckRequest) -> Vec<String> {
     let http = check
         .attributes
         .as_ref()
@@ -132,7 +132,7 @@ fn strip_list(patterns: &[String], check: &CheckRequest) -> Vec<String> {
             .iter()
             .flat_map(|m| m.headers.iter().map(|h| &h.key))
     });
-    crate::decide::headers_to_strip(patterns, plain.chain(raw).map(String::as_str))
+    rules.for_headers(plain.chain(raw).map(String::as_str))
 }
 
 #[tonic::async_trait]

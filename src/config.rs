@@ -4,6 +4,7 @@
 //! Unknown fields are rejected (`deny_unknown_fields`) so a typo fails start-up with a
 //! message naming the field instead of silently falling back to a default.
 
+mod answer;
 mod client_address;
 pub mod duration;
 mod identity;
@@ -17,6 +18,7 @@ mod state;
 mod strip;
 mod tls;
 
+pub use answer::AnswerConfig;
 pub use client_address::ClientAddressConfig;
 pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
@@ -128,6 +130,10 @@ pub struct Config {
     /// Which address is the client's (`x-forwarded-for` hops to trust).
     #[serde(default)]
     pub client_address: ClientAddressConfig,
+    /// What answers carry besides the verdict (dynamic metadata, `x-risk-*` headers…):
+    /// nothing unless asked.
+    #[serde(default)]
+    pub answer: AnswerConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -413,6 +419,7 @@ impl Config {
             "client_address",
             self.client_address == running.client_address,
         );
+        check("answer", self.answer == running.answer);
         changed
     }
 }

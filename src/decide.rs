@@ -15,6 +15,7 @@ pub mod hygiene;
 pub mod principal;
 pub mod risk;
 pub mod route;
+pub mod strip;
 pub mod uses;
 
 use crate::config::{BandThresholds, Config, IdentityConfig, Mode};
@@ -39,6 +40,10 @@ pub struct DecideSettings {
     pub identity: IdentityConfig,
     /// Lower-case strip patterns.
     pub strip_headers: Vec<String>,
+    /// The same, compiled once.
+    pub strip: strip::StripRules,
+    /// What answers carry besides the verdict.
+    pub answer: crate::config::AnswerConfig,
     /// Action token header (lower-case).
     pub token_header: String,
     /// Global fail mode.
@@ -70,6 +75,8 @@ impl DecideSettings {
             mode: config.mode,
             identity: config.identity.clone(),
             strip_headers: config.effective_strip_headers(),
+            strip: strip::StripRules::new(&config.effective_strip_headers()),
+            answer: config.answer,
             token_header: risk.token_header.to_ascii_lowercase(),
             fail_mode: risk.fail_mode,
             bands: risk.bands,
@@ -162,10 +169,9 @@ impl Decider {
 
     /// The strip list for this request.
     fn headers_to_strip(&self, req: &AccessRequest) -> Vec<String> {
-        headers_to_strip(
-            &self.settings.strip_headers,
-            req.headers.keys().map(String::as_str),
-        )
+        self.settings
+            .strip
+            .for_headers(req.headers.keys().map(String::as_str))
     }
 
     /// The stages in order; the first deny ends the decision.
@@ -242,33 +248,12 @@ impl Decider {
 /// Headers to remove from the request before it is forwarded: every exact name in
 /// `patterns` (a header Envoy did not show riskgate is still removed), and each `present`
 /// header name (any case) matching a `prefix*` pattern, lower-cased, sorted, deduplicated.
+/// (Compiles the patterns each call: a Check uses [`DecideSettings::strip`] instead.)
 pub fn headers_to_strip<'a>(
     patterns: &[String],
     present: impl IntoIterator<Item = &'a str>,
 ) -> Vec<String> {
-    let mut names: Vec<String> = patterns
-        .iter()
-        .filter(|p| !p.ends_with('*'))
-        .cloned()
-        .collect();
-    let prefixes: Vec<&str> = patterns
-        .iter()
-        .filter_map(|p| p.strip_suffix('*'))
-        .collect();
-    names.extend(
-        present
-            .into_iter()
-            .filter(|name| {
-                prefixes.iter().any(|prefix| {
-                    name.get(..prefix.len())
-                        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-                })
-            })
-            .map(str::to_ascii_lowercase),
-    );
-    names.sort();
-    names.dedup();
-    names
+    strip::StripRules::new(patterns).for_headers(present)
 }
 
 /// What the audit line and metrics show of the matched route; a dry-run route is not

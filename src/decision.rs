@@ -268,12 +268,12 @@ pub struct RiskFacts {
     pub score: f64,
     /// `TRUST`/`ALLOW`/`CHALLENGE`/`DENY`.
     pub recommendation: &'static str,
-    /// Reason codes.
-    pub reasons: Vec<String>,
+    /// Reason codes (shared with the cached recommendation: copying them costs no allocation).
+    pub reasons: std::sync::Arc<[std::sync::Arc<str>]>,
     /// `context.action_id`.
-    pub action_id: String,
+    pub action_id: std::sync::Arc<str>,
     /// `context.action_type`.
-    pub action_type: String,
+    pub action_type: std::sync::Arc<str>,
     /// Served from the cache.
     pub cache_hit: bool,
 }

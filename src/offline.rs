@@ -76,12 +76,11 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
         challenge_type: q.challenge_type.clone(),
         risk_score: q.risk_score.unwrap_or(0.0),
         action_id: "offline".into(),
-        action_type,
+        action_type: action_type.into(),
         action_performed_at_ms: now_ms(),
         user_id: q.principal.clone(),
-        reasons: Vec::new(),
-        threats: Vec::new(),
-        preview_rule: None,
+        reasons: Arc::from([]),
+        threats: Box::default(),
     };
     let mut settings = DecideSettings::from_config(config);
     settings.call_budget.calls = 0; // a synthetic recommendation: no API call to budget

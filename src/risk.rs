@@ -13,6 +13,7 @@ pub mod assessor;
 pub mod breaker;
 pub mod client;
 pub mod credentials;
+pub mod intern;
 pub mod reasons;
 pub mod recommendation;
 pub mod source;

@@ -615,3 +615,49 @@ async fn reflection_is_served_only_when_configured() {
     );
     rg.stop().await;
 }
+
+/// Issue #15: an answer carries only what the config's `answer` section asks for. Without it,
+/// an allow is the verdict and the removal of forgeable headers: no dynamic metadata, no
+/// `x-risk-*`/`x-riskgate-*` headers either way; asked for, they are all there.
+#[tokio::test]
+async fn an_allow_carries_only_the_extras_the_config_asks_for() {
+    for asked in [false, true] {
+        let rg = start(
+            sim_with(&[("low", scripted(12.5, "ALLOW", "withdraw", Some("u1")))]),
+            |c| {
+                c.answer = riskgate::config::AnswerConfig {
+                    dynamic_metadata: asked,
+                    upstream_headers: asked,
+                    response_decision_id: asked,
+                }
+            },
+        )
+        .await;
+        let req = check(
+            "POST",
+            "/accounts/a1/withdraw",
+            u1(),
+            &[("x-action-token", "low"), ("x-risk-band", "low")],
+        );
+        let mut client = rg.client().await;
+        let r = match client.check(req).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => panic!("Check returned a gRPC error: {e}"),
+        };
+        assert_eq!(r.status.as_ref().map(|s| s.code), Some(0), "asked {asked}");
+        assert_eq!(r.dynamic_metadata.is_some(), asked);
+        let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+            panic!("expected an allow, asked {asked}");
+        };
+        assert_eq!(!ok.headers.is_empty(), asked, "{:?}", ok.headers);
+        assert_eq!(!ok.response_headers_to_add.is_empty(), asked);
+        assert_eq!(header(&ok.headers, "x-risk-band").is_some(), asked);
+        // the forged x-risk-band is removed when riskgate does not overwrite it
+        assert_eq!(
+            ok.headers_to_remove.iter().any(|h| h == "x-risk-band"),
+            !asked
+        );
+        assert!(ok.headers_to_remove.iter().any(|h| h == "x-user-id"));
+        rg.stop().await;
+    }
+}

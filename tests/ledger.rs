@@ -16,7 +16,7 @@ use std::sync::Arc;
 async fn withdraw(decider: &Decider, risk: &Arc<ScriptedRisk>, user: &str, n: usize) -> Verdict {
     let token = format!("tok-{user}-{n}");
     let mut r = rec(5.0, R::Allow, "withdraw", Some(user));
-    r.action_id = format!("act-{user}-{n}");
+    r.action_id = format!("act-{user}-{n}").into();
     risk.set(&token, Ok(r));
     let account = if user == "u1" { "a1" } else { "a2" };
     let req = with_user(

@@ -32,9 +32,9 @@ pub struct AnswerSettings {
 }
 
 /// What an answer carries besides the verdict and the stripping of forged headers. Every
-/// extra costs bytes on every Check (an allow with all of them is ≈ 400 bytes, the bare
-/// verdict 4), so each can be turned off; all are on by default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// extra costs bytes on every Check (an allow with all of them is ≈ 400 bytes more), so
+/// each is sent only when the config's `answer` section asks for it: none by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnswerExtras {
     /// Dynamic metadata for Envoy's access log (decision id, verdict, band, score…).
     pub dynamic_metadata: bool,
@@ -46,12 +46,23 @@ pub struct AnswerExtras {
     pub response_decision_id: bool,
 }
 
-impl Default for AnswerExtras {
-    fn default() -> Self {
+impl AnswerExtras {
+    /// Every extra (what riskgate sent before `answer` existed).
+    pub fn all() -> AnswerExtras {
         AnswerExtras {
             dynamic_metadata: true,
             upstream_headers: true,
             response_decision_id: true,
+        }
+    }
+}
+
+impl From<crate::config::AnswerConfig> for AnswerExtras {
+    fn from(c: crate::config::AnswerConfig) -> AnswerExtras {
+        AnswerExtras {
+            dynamic_metadata: c.dynamic_metadata,
+            upstream_headers: c.upstream_headers,
+            response_decision_id: c.response_decision_id,
         }
     }
 }
@@ -256,7 +267,7 @@ mod tests {
         d.risk = Some(RiskFacts {
             score: 91.5,
             recommendation: "DENY",
-            reasons: vec!["BEHAVIOR_BOT".into()],
+            reasons: std::sync::Arc::from([std::sync::Arc::from("BEHAVIOR_BOT")]),
             action_id: "act".into(),
             action_type: "withdraw".into(),
             cache_hit: false,
@@ -363,12 +374,12 @@ mod tests {
         d.risk = Some(RiskFacts {
             score: 12.0,
             recommendation: "ALLOW",
-            reasons: vec![],
+            reasons: std::sync::Arc::from([]),
             action_id: "a".into(),
             action_type: "withdraw".into(),
             cache_hit: false,
         });
-        let resp = to_check_response(&d, &AnswerSettings::default());
+        let resp = to_check_response(&d, &all_extras());
         assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0));
         let Some(HttpResponse::OkResponse(ok)) = &resp.http_response else {
             panic!("expected ok response");
@@ -386,6 +397,32 @@ mod tests {
         );
     }
 
+    fn all_extras() -> AnswerSettings {
+        AnswerSettings {
+            extras: AnswerExtras::all(),
+            ..AnswerSettings::default()
+        }
+    }
+
+    /// Issue #15: an answer carries only what the config asks for; by default no extra.
+    #[test]
+    fn by_default_an_allow_carries_no_extra() {
+        assert_eq!(
+            AnswerSettings::default().extras,
+            AnswerExtras::from(crate::config::AnswerConfig::default())
+        );
+        let mut d = Decision::new(None);
+        d.verdict = Verdict::Allow;
+        d.strip_headers = vec!["x-user-id".into()];
+        let answer = to_check_response(&d, &AnswerSettings::default());
+        assert!(answer.dynamic_metadata.is_none());
+        let Some(HttpResponse::OkResponse(ok)) = &answer.http_response else {
+            panic!("expected ok response");
+        };
+        assert!(ok.headers.is_empty() && ok.response_headers_to_add.is_empty());
+        assert_eq!(ok.headers_to_remove, vec!["x-user-id".to_string()]);
+    }
+
     #[test]
     fn without_extras_an_allow_is_the_verdict_and_the_stripping() {
         let mut d = Decision::new(None);
@@ -401,7 +438,7 @@ mod tests {
             },
             ..AnswerSettings::default()
         };
-        let full = to_check_response(&d, &AnswerSettings::default());
+        let full = to_check_response(&d, &all_extras());
         let bare = to_check_response(&d, &settings);
         assert!(bare.dynamic_metadata.is_none());
         let Some(HttpResponse::OkResponse(ok)) = &bare.http_response else {
@@ -428,7 +465,7 @@ mod tests {
         let mut d = Decision::new(None);
         d.verdict = Verdict::Deny(DenyReason::PolicyDeny);
         d.enforced = false;
-        let resp = to_check_response(&d, &AnswerSettings::default());
+        let resp = to_check_response(&d, &all_extras());
         assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0));
         let meta = resp.dynamic_metadata.unwrap_or_default();
         assert_eq!(

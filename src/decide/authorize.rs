@@ -32,7 +32,6 @@ pub fn authorize(
     risk: &RiskOutcome,
     d: &mut Decision,
 ) -> Result<(), DenyReason> {
-    let no_reasons = Vec::new();
     let rec = risk.assessment.as_ref().map(|a| &a.recommendation);
     let context = ContextInput {
         risk_present: rec.is_some(),
@@ -40,7 +39,7 @@ pub fn authorize(
         score: rec.map_or(0, |r| score_for_policy(r.risk_score)),
         band: risk.band.as_str(),
         recommendation: rec.map_or("NONE", |r| r.kind.as_str()),
-        reasons: rec.map_or(&no_reasons, |r| &r.reasons),
+        reasons: rec.map_or(&[][..], |r| &r.reasons[..]),
         method: &req.method,
         path: &req.path,
         host: &req.host,

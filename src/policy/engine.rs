@@ -400,7 +400,7 @@ pub struct ContextInput<'a> {
     /// Recommendation type name, or `NONE`.
     pub recommendation: &'a str,
     /// Reason codes.
-    pub reasons: &'a [String],
+    pub reasons: &'a [std::sync::Arc<str>],
     /// HTTP method.
     pub method: &'a str,
     /// Path.

@@ -21,6 +21,7 @@
 //! and counting it would let a flood of bogus tokens open the breaker for everyone.
 
 use super::breaker::Breaker;
+use super::intern::Interner;
 use super::recommendation::Recommendation;
 use super::source::{BoxFuture, FetchError, RiskSource};
 use crate::clock::now_ms;
@@ -119,7 +120,22 @@ pub struct Assessor {
     negative_hits: AtomicU64,
     in_flight: InFlight,
     settings: AssessorSettings,
+    /// Cleans the caches of expired entries on a timer (aborted with the assessor).
+    _housekeeper: Option<AbortOnDrop>,
 }
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often expired entries are removed when no Check touches the cache (moka only cleans
+/// up while it is used): an idle replica gives its expired entries back within this.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 
 /// What a detached fetch task needs: the source, the breaker, the budget, the observer and
 /// the shared cache, if any.
@@ -133,6 +149,8 @@ struct Fetcher {
     shared: Option<Arc<dyn StateStore>>,
     /// Permits for API calls in flight (`risk.max_concurrent_calls`); `None`: no cap.
     permits: Option<Arc<Semaphore>>,
+    /// Shares the repeating codes of cached recommendations between entries.
+    interner: Arc<Interner>,
 }
 
 impl std::fmt::Debug for Assessor {
@@ -182,7 +200,9 @@ impl Assessor {
                 observer,
                 shared: None,
                 permits: Some(Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_CALLS))),
+                interner: Arc::default(),
             }),
+            _housekeeper: housekeeper(&cache, &negative, HOUSEKEEPING_EVERY),
             cache,
             negative,
             negative_hits: AtomicU64::new(0),
@@ -229,6 +249,12 @@ impl Assessor {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&key)
+    }
+
+    /// Removes expired entries every `every` instead of [`HOUSEKEEPING_EVERY`] (tests).
+    pub fn with_housekeeping(mut self, every: Duration) -> Assessor {
+        self._housekeeper = housekeeper(&self.cache, &self.negative, every);
+        self
     }
 
     /// The breaker (for metrics).
@@ -333,10 +359,44 @@ impl Assessor {
         self.cache.entry_count()
     }
 
+    /// Runs both caches' pending housekeeping now: removes expired entries (freeing their
+    /// memory) and applies pending evictions. moka does this only while the cache is used.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+        if let Some(negative) = &self.negative {
+            negative.run_pending_tasks().await;
+        }
+    }
+
     /// Checks answered from the negative cache without an API call (for metrics).
     pub fn negative_cache_hits(&self) -> u64 {
         self.negative_hits.load(Ordering::Relaxed)
     }
+}
+
+/// A task removing expired entries `every` so often ([`HOUSEKEEPING_EVERY`]), when built inside a Tokio
+/// runtime (outside one, moka still cleans up as the cache is used).
+fn housekeeper(
+    cache: &moka::future::Cache<TokenKey, Cached>,
+    negative: &Option<NegativeCache>,
+    every: Duration,
+) -> Option<AbortOnDrop> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (cache, negative) = (cache.clone(), negative.clone());
+    let task = async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            cache.run_pending_tasks().await;
+            if let Some(negative) = &negative {
+                negative.run_pending_tasks().await;
+            }
+        }
+    };
+    Some(AbortOnDrop(runtime.spawn(task.instrument(
+        tracing::debug_span!("risk_cache_housekeeping"),
+    ))))
 }
 
 /// One API call with the full budget, run as its own task: it reports to the breaker and
@@ -355,12 +415,13 @@ async fn fetch_task(
     let shared_hit = fetcher.shared_get(&action_token).await;
     let from_api = shared_hit.is_none();
     let result = match shared_hit {
-        Some(recommendation) => Ok(Arc::new(recommendation)),
+        Some(recommendation) => Ok(recommendation),
         None => {
             let left = fetcher.budget.saturating_sub(started.elapsed());
-            fetcher.call(&action_token, left).await.map(Arc::new)
+            fetcher.call(&action_token, left).await
         }
-    };
+    }
+    .map(|rec| Arc::new(rec.interned(&fetcher.interner)));
     if let Ok(recommendation) = &result {
         let ttl = ttl_for(&settings, &action_token, recommendation);
         if from_api {

@@ -4,8 +4,10 @@
 //! guess. Unknown fields are tolerated so API additions do not break riskgate.
 
 use serde::Deserialize;
-use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
+
+use super::intern::Interner;
 
 /// `recommendation.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,11 +52,14 @@ impl fmt::Display for RecommendationType {
 }
 
 /// A validated recommendation: only what riskgate uses, plus the informative parts
-/// kept for the audit log.
+/// kept for the audit log. Compact, because up to `risk.cache.max_entries` of them are held
+/// (issue #14): no raw JSON, boxed strings, and the repeating codes (`action_type`,
+/// reasons, threats) as `Arc<str>` that the assessor interns; the parts a decision copies
+/// (`action_id`, `action_type`, `reasons`) are reference-counted, so a Check copies none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
     /// Recommendation identifier (`id`).
-    pub id: String,
+    pub id: Box<str>,
     /// `issued_at`, epoch ms.
     pub issued_at_ms: i64,
     /// `recommendation.type`.
@@ -64,19 +69,17 @@ pub struct Recommendation {
     /// `risk_score`, 0–100.
     pub risk_score: f64,
     /// `context.action_id`: which reported action this is.
-    pub action_id: String,
+    pub action_id: Arc<str>,
     /// `context.action_type`: bound to the route.
-    pub action_type: String,
+    pub action_type: Arc<str>,
     /// `context.action_performed_at`, epoch ms.
     pub action_performed_at_ms: i64,
     /// `context.user_id`: bound to the principal on authenticated routes.
     pub user_id: Option<String>,
     /// `reasons`.
-    pub reasons: Vec<String>,
+    pub reasons: Arc<[Arc<str>]>,
     /// `threats`.
-    pub threats: Vec<String>,
-    /// `preview_rule`, kept for logs (it never changes the outcome).
-    pub preview_rule: Option<Value>,
+    pub threats: Box<[Arc<str>]>,
 }
 
 /// Why a response body is not a usable recommendation.
@@ -93,18 +96,18 @@ pub enum ParseError {
     UnknownType(String),
 }
 
+// `preview_rule` (an object) is not read: it never changes the outcome, and keeping it
+// would mean keeping raw JSON in every cached entry.
 #[derive(Deserialize)]
 struct Wire {
-    id: String,
+    id: Box<str>,
     issued_at: f64,
     recommendation: WireRecommendation,
     risk_score: f64,
     context: WireContext,
-    reasons: Vec<String>,
+    reasons: Vec<Arc<str>>,
     #[serde(default)]
-    threats: Option<Vec<String>>,
-    #[serde(default)]
-    preview_rule: Option<Value>,
+    threats: Option<Vec<Arc<str>>>,
 }
 
 #[derive(Deserialize)]
@@ -117,8 +120,8 @@ struct WireRecommendation {
 
 #[derive(Deserialize)]
 struct WireContext {
-    action_id: String,
-    action_type: String,
+    action_id: Box<str>,
+    action_type: Box<str>,
     action_performed_at: f64,
     #[allow(
         dead_code,
@@ -164,14 +167,22 @@ impl Recommendation {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             }),
             risk_score: wire.risk_score,
-            action_id: wire.context.action_id,
-            action_type: wire.context.action_type,
+            action_id: wire.context.action_id.into(),
+            action_type: wire.context.action_type.into(),
             action_performed_at_ms: wire.context.action_performed_at as i64,
             user_id: wire.context.user_id.filter(|u| !u.is_empty()),
-            reasons: wire.reasons,
-            threats: wire.threats.unwrap_or_default(),
-            preview_rule: wire.preview_rule,
+            reasons: wire.reasons.into(),
+            threats: wire.threats.unwrap_or_default().into(),
         })
+    }
+
+    /// The same recommendation with its codes (action type, reasons, threats) shared
+    /// through `interner`: what the assessor caches.
+    pub fn interned(mut self, interner: &Interner) -> Recommendation {
+        self.action_type = interner.intern(&self.action_type);
+        self.reasons = interner.intern_all(&self.reasons).into();
+        self.threats = interner.intern_all(&self.threats).into();
+        self
     }
 }
 
@@ -182,7 +193,7 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// The example response from the API reference (abridged where it says `…`).
     fn documented() -> Value {
@@ -220,11 +231,24 @@ mod tests {
         assert_eq!(r.kind, RecommendationType::Challenge);
         assert_eq!(r.challenge_type.as_deref(), Some("email_otp"));
         assert_eq!(r.risk_score, 73.2);
-        assert_eq!(r.action_type, "login");
+        assert_eq!(&*r.action_type, "login");
         assert_eq!(r.user_id.as_deref(), Some("5c4afa75c"));
         assert_eq!(r.action_performed_at_ms, 1648028118123);
         assert!(r.action_id.starts_with("885cd06b"));
-        assert_eq!(r.threats, vec!["ACCOUNT_TAKEOVER".to_string()]);
+        assert_eq!(r.reasons.len(), 2);
+        assert_eq!(&*r.threats, &[Arc::<str>::from("ACCOUNT_TAKEOVER")]);
+        Ok(())
+    }
+
+    #[test]
+    fn interned_recommendations_share_their_codes() -> Result<(), ParseError> {
+        let interner = Interner::default();
+        let a = parse(&documented())?.interned(&interner);
+        let b = parse(&documented())?.interned(&interner);
+        assert_eq!(a, parse(&documented())?, "interning changes no value");
+        assert!(Arc::ptr_eq(&a.action_type, &b.action_type));
+        assert!(Arc::ptr_eq(&a.reasons[1], &b.reasons[1]));
+        assert!(Arc::ptr_eq(&a.threats[0], &b.threats[0]));
         Ok(())
     }
 

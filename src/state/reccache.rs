@@ -7,30 +7,31 @@ use super::{Key, StateStore, StoreError};
 use crate::risk::recommendation::{Recommendation, RecommendationType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Encoding version; a reader skips entries written with another one.
 const VERSION: u8 = 1;
 
+// `pr` (the `preview_rule` object) is no longer written nor read: entries written by an
+// older riskgate with it still decode (unknown fields are skipped).
 #[derive(Serialize, Deserialize)]
 struct Wire {
     v: u8,
-    i: String,
+    i: Box<str>,
     at: i64,
-    t: String,
+    t: Box<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     c: Option<String>,
     s: f64,
-    a: String,
-    at_t: String,
+    a: Arc<str>,
+    at_t: Arc<str>,
     pa: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     u: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    r: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    th: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pr: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    r: Arc<[Arc<str>]>,
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    th: Box<[Arc<str>]>,
 }
 
 /// The L2 key of `action_token`.
@@ -45,7 +46,7 @@ pub fn encode(rec: &Recommendation) -> Vec<u8> {
         v: VERSION,
         i: rec.id.clone(),
         at: rec.issued_at_ms,
-        t: rec.kind.as_str().to_owned(),
+        t: rec.kind.as_str().into(),
         c: rec.challenge_type.clone(),
         s: rec.risk_score,
         a: rec.action_id.clone(),
@@ -54,7 +55,6 @@ pub fn encode(rec: &Recommendation) -> Vec<u8> {
         u: rec.user_id.clone(),
         r: rec.reasons.clone(),
         th: rec.threats.clone(),
-        pr: rec.preview_rule.clone(),
     };
     // Serialising plain strings and numbers cannot fail; an empty entry decodes as a miss.
     serde_json::to_vec(&wire).unwrap_or_default()
@@ -79,7 +79,6 @@ pub fn decode(bytes: &[u8]) -> Option<Recommendation> {
         user_id: w.u,
         reasons: w.r,
         threats: w.th,
-        preview_rule: w.pr,
     })
 }
 
@@ -119,9 +118,8 @@ mod tests {
             action_type: "withdraw".into(),
             action_performed_at_ms: 1_699_999_999_000,
             user_id: Some("alice".into()),
-            reasons: vec!["NEW_DEVICE".into()],
-            threats: vec![],
-            preview_rule: None,
+            reasons: Arc::from([Arc::from("NEW_DEVICE")]),
+            threats: Box::default(),
         }
     }
 
@@ -130,6 +128,17 @@ mod tests {
         let bytes = encode(&sample());
         assert!(bytes.len() < 260, "{} bytes", bytes.len());
         assert_eq!(decode(&bytes), Some(sample()));
+    }
+
+    /// Entries written before the compact recommendation (with `pr`, the raw `preview_rule`)
+    /// still decode: replicas of both versions share one store during a roll-out.
+    #[test]
+    fn entries_with_a_preview_rule_still_decode() {
+        let old = String::from_utf8(encode(&sample()))
+            .unwrap_or_default()
+            .replacen('}', r#","pr":{"rule_name":"r","recommendation":"x"}}"#, 1);
+        assert!(old.contains("\"pr\""), "{old}");
+        assert_eq!(decode(old.as_bytes()), Some(sample()));
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl RiskMetrics {
             OutcomeClass::Challenge => "challenge",
             _ => return,
         };
-        for reason in &risk.reasons {
+        for reason in risk.reasons.iter() {
             self.reasons
                 .get_or_create(&ReasonLabels {
                     reason: reason_label(reason),

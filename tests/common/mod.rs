@@ -111,13 +111,12 @@ pub fn rec(
         kind,
         challenge_type: None,
         risk_score: score,
-        action_id: format!("act-{action_type}-{score}"),
+        action_id: format!("act-{action_type}-{score}").into(),
         action_type: action_type.into(),
         action_performed_at_ms: now_ms(),
         user_id: user.map(String::from),
-        reasons: vec!["PROFILE_DEVICE_NEW".into()],
-        threats: vec![],
-        preview_rule: None,
+        reasons: std::sync::Arc::from([std::sync::Arc::from("PROFILE_DEVICE_NEW")]),
+        threats: Box::default(),
     }
 }
 

@@ -59,7 +59,10 @@ pub fn check(
     limits: AgeLimits,
     now_ms: i64,
 ) -> Result<(), BindingViolation> {
-    if !accepted_action_types.contains(&rec.action_type) {
+    if !accepted_action_types
+        .iter()
+        .any(|t| **t == *rec.action_type)
+    {
         return Err(BindingViolation::ActionType);
     }
     if let Some(user) = principal {
@@ -83,6 +86,7 @@ pub fn check(
 mod tests {
     use super::*;
     use crate::risk::recommendation::RecommendationType;
+    use std::sync::Arc;
 
     fn rec(action_type: &str, user: Option<&str>, performed_at: i64) -> Recommendation {
         Recommendation {
@@ -95,9 +99,8 @@ mod tests {
             action_type: action_type.into(),
             action_performed_at_ms: performed_at,
             user_id: user.map(String::from),
-            reasons: vec![],
-            threats: vec![],
-            preview_rule: None,
+            reasons: Arc::from([]),
+            threats: Box::default(),
         }
     }
 

@@ -22,9 +22,8 @@ fn rec(performed_at_ms: i64) -> Recommendation {
         action_type: "withdraw".into(),
         action_performed_at_ms: performed_at_ms,
         user_id: Some("u1".into()),
-        reasons: vec![],
-        threats: vec![],
-        preview_rule: None,
+        reasons: Arc::from([]),
+        threats: Box::default(),
     }
 }
 
@@ -76,8 +75,39 @@ async fn second_check_is_a_cache_hit() -> Result<(), FetchError> {
     assert!(!a.assess("tok", None).await?.cache_hit);
     let again = a.assess("tok", None).await?;
     assert!(again.cache_hit);
-    assert_eq!(again.recommendation.action_id, "act-1");
+    assert_eq!(&*again.recommendation.action_id, "act-1");
     assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+/// A test timing in ms, from the environment or its default.
+fn env_ms(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Issue #14: an entry that expires while no Check touches the cache is still removed (and
+/// its memory freed); moka alone only cleans up while the cache is used.
+#[tokio::test]
+async fn expired_entries_are_removed_without_traffic() -> Result<(), FetchError> {
+    let ttl = env_ms("RISKGATE_TEST_TTL_MS", 50);
+    let every = env_ms("RISKGATE_TEST_HOUSEKEEPING_MS", 20);
+    let a = assessor(fake(0, Ok(())), ttl).with_housekeeping(Duration::from_millis(every));
+    for token in ["t1", "t2", "t3"] {
+        a.assess(token, None).await?;
+    }
+    a.run_pending_tasks().await;
+    assert_eq!(a.cached_entries(), 3);
+    // moka's timer wheel works in ~1 s buckets: wait up to a bound, touching nothing
+    // (`cached_entries` only reads a counter).
+    let give_up =
+        Instant::now() + Duration::from_millis(env_ms("RISKGATE_TEST_EXPIRY_WAIT_MS", 5_000));
+    while a.cached_entries() > 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.cached_entries(), 0, "expired entries still held");
     Ok(())
 }
 
@@ -306,7 +336,7 @@ async fn a_shared_cache_saves_other_replicas_the_call() -> Result<(), FetchError
     // the share is written in the background, after the waiters got their answer
     tokio::time::sleep(Duration::from_millis(50)).await;
     let got = replica2.assess("tok", None).await?;
-    assert_eq!(got.recommendation.action_id, "act-1");
+    assert_eq!(&*got.recommendation.action_id, "act-1");
     unshared.assess("tok", None).await?;
     assert_eq!(f1.calls.load(Ordering::SeqCst), 1);
     assert_eq!(

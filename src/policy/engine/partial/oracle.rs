@@ -243,7 +243,7 @@ fn with_risk<'a>(
     principal: &'a Principal,
     r: &Req,
     p: Point,
-    reasons: &'a [String],
+    reasons: &'a [std::sync::Arc<str>],
 ) -> PolicyInput<'a> {
     let (action, resource_type, ids) = TARGETS[r.target];
     PolicyInput {
@@ -284,7 +284,7 @@ fn allowed_somewhere(snapshot: &PolicySnapshot, r: &Req, grid: &[Point]) -> Opti
         .unwrap_or_else(|e| panic!("{e}"));
     let authorizer = Authorizer::new();
     grid.iter().find_map(|&p| {
-        let reasons: Vec<String> = p.reasons.iter().map(|s| (*s).to_owned()).collect();
+        let reasons: Vec<std::sync::Arc<str>> = p.reasons.iter().map(|s| (*s).into()).collect();
         let input = with_risk(&principal, r, p, &reasons);
         let context = input.context.to_cedar().unwrap_or_else(|e| panic!("{e}"));
         let request = Request::new(
