@@ -432,3 +432,67 @@ async fn run_case(
     };
     Ok((result, snapshot))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(yaml: &str) -> Result<(tempfile::TempDir, PathBuf), std::io::Error> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("x_test.yaml");
+        std::fs::write(&path, yaml)?;
+        Ok((dir, path))
+    }
+
+    fn case(risk: &str) -> String {
+        format!(
+            "cases:\n  - name: c\n    request: {{ method: GET, path: / }}\n    risk: {risk}\n    expect: {{ status: 200 }}\n"
+        )
+    }
+
+    #[test]
+    fn risk_is_an_outage_or_a_valid_recommendation() -> Result<(), std::io::Error> {
+        let (_d, path) = file_with(&case("outage"))?;
+        assert!(matches!(
+            read_test_file(&path).map(|f| f.cases[0].risk.clone()),
+            Ok(Some(RiskSpec::Outage(_)))
+        ));
+        let (_d, path) = file_with(&case("{ score: 12, recommendation: challenge }"))?;
+        assert!(read_test_file(&path).is_ok());
+        for bad in [
+            "{ score: 12, recommendation: MAYBE }",
+            "{ score: 101 }",
+            "down",
+        ] {
+            let (_d, path) = file_with(&case(bad))?;
+            assert!(
+                matches!(read_test_file(&path), Err(TestError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_case_passes_only_when_every_given_expectation_holds() {
+        let result = |expect: Expect| CaseResult {
+            file: PathBuf::from("f"),
+            name: "n".into(),
+            expect,
+            status: 403,
+            reason: "policy_deny",
+            policies: vec!["p1".into()],
+            hint: None,
+        };
+        let expect = |status, policy: Option<&str>, reason: Option<&str>| Expect {
+            status,
+            policy: policy.map(str::to_owned),
+            reason: reason.map(str::to_owned),
+        };
+        assert!(result(expect(403, None, None)).passed());
+        assert!(result(expect(403, Some("p1"), Some("policy_deny"))).passed());
+        assert!(!result(expect(200, None, None)).passed());
+        assert!(!result(expect(403, Some("p2"), None)).passed());
+        assert!(!result(expect(403, None, Some("risk_high"))).passed());
+    }
+}
