@@ -177,3 +177,50 @@ fn recommendation(
         threats: Box::default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrustedHeader;
+    use crate::identity::Principal;
+
+    fn claims() -> Map<String, Value> {
+        let mut c = Map::new();
+        c.insert("sub".into(), Value::String("u1".into()));
+        c
+    }
+
+    fn subject(config: &Config, req: &AccessRequest) -> Option<String> {
+        match crate::identity::principal(&config.identity, req) {
+            Ok(Principal::User { subject, .. }) => Some(subject),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn claims_reach_riskgate_through_each_identity_source() -> Result<(), ScriptError> {
+        let mut config = Config::default();
+        let mut req = AccessRequest::new("GET", "/");
+        attach_identity(&config, &mut req, claims())?;
+        assert_eq!(subject(&config, &req).as_deref(), Some("u1"));
+
+        config.identity.jwt_metadata = None;
+        for format in [TrustedHeaderFormat::JwtPayload, TrustedHeaderFormat::Plain] {
+            config.identity.trusted_header = Some(TrustedHeader {
+                name: "X-Jwt-Payload".into(),
+                format,
+            });
+            let mut req = AccessRequest::new("GET", "/");
+            attach_identity(&config, &mut req, claims())?;
+            assert_eq!(subject(&config, &req).as_deref(), Some("u1"), "{format:?}");
+        }
+
+        config.identity.trusted_header = None;
+        let mut req = AccessRequest::new("GET", "/");
+        assert!(matches!(
+            attach_identity(&config, &mut req, claims()),
+            Err(ScriptError::NoIdentitySource)
+        ));
+        Ok(())
+    }
+}
