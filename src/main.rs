@@ -1,10 +1,10 @@
-//! riskgate command line: `serve`, `validate`, `check`.
+//! riskgate command line: `serve`, `validate`, `check`, `test`.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use riskgate::audit::AuditSink;
 use riskgate::config::Config;
-use riskgate::offline::{self, OfflineQuestion, ProxyFiles};
+use riskgate::offline::{self, ProxyFiles};
 use riskgate::risk::RecommendationType;
 use riskgate::serve::server::{self, App};
 use riskgate::serve::shutdown;
@@ -75,11 +75,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// HTTP method.
+        #[arg(long, required_unless_present = "input")]
+        method: Option<String>,
+        /// Request path (a query after `?` is stripped, like `serve`).
+        #[arg(long, required_unless_present = "input")]
+        path: Option<String>,
+        /// A CheckRequest as Envoy sends it (proto3 JSON) instead of --method/--path/--host;
+        /// --principal and --claims add to its jwt_authn metadata.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["method", "path", "host"])]
+        input: Option<PathBuf>,
+        /// Print the decision as JSON.
         #[arg(long)]
-        method: String,
-        /// Request path.
-        #[arg(long)]
-        path: String,
+        json: bool,
         /// Host (for host-scoped routes).
         #[arg(long, default_value = "")]
         host: String,
@@ -99,6 +106,21 @@ enum Command {
         #[arg(long, default_value = "{}")]
         claims: String,
     },
+    /// Run policy tests (`*_test.yaml` under DIR) and report failures and the policies no
+    /// test exercised; exit 1 when a case fails.
+    Test(TestArgs),
+}
+
+#[derive(Args, Debug)]
+struct TestArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Directory searched (recursively) for `*_test.yaml` policy test files.
+    #[arg(default_value = "policies")]
+    dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_recommendation(s: &str) -> Result<RecommendationType, String> {
@@ -190,6 +212,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             method,
             path,
+            input,
+            json,
             host,
             principal,
             risk_score,
@@ -200,53 +224,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config.config)?;
             let claims: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&claims).context("--claims must be a JSON object")?;
-            let q = OfflineQuestion {
-                method,
-                path,
+            let check = offline::check::CheckArgs {
+                method: method.unwrap_or_default(),
+                path: path.unwrap_or_default(),
                 host,
+                input,
                 principal,
                 claims,
                 risk_score,
                 recommendation,
                 challenge_type,
+                json,
             };
-            let answer = offline::decide(&config, &q).await?;
-            let (d, snapshot) = (&answer.decision, &answer.snapshot);
-            println!("decision:  {}", d.verdict.label());
-            println!("status:    {}", d.verdict.http_status());
-            println!("band:      {}", d.band);
-            println!("route:     {}", d.route.as_deref().unwrap_or("-"));
-            println!("principal: {}", d.principal.as_deref().unwrap_or("-"));
-            println!("action:    {}", d.action.as_deref().unwrap_or("-"));
-            println!("resource:  {}", d.resource.as_deref().unwrap_or("-"));
-            if d.policies.is_empty() {
-                println!("policies:  (none)");
+            Ok(offline::check::run(&config, check).await?)
+        }
+        Command::Test(args) => {
+            let config = Config::load(&args.config.config)?;
+            let report = offline::policy_test::run(&config, &args.dir).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.render_text());
             }
-            for id in &d.policies {
-                let at = snapshot.policies.origin(id).unwrap_or("?");
-                println!("policy:    {id} ({at})");
-            }
-            if let (Some(shadow), Some(set)) = (&d.shadow, &snapshot.shadow) {
-                let word = if shadow.shadow_allowed {
-                    "allow"
-                } else {
-                    "deny"
-                };
-                let agree = if shadow.disagrees() {
-                    "DISAGREES"
-                } else {
-                    "agrees"
-                };
-                println!("shadow:    {word} ({agree} with the live policies)");
-                for id in &shadow.policies {
-                    let at = set.origin(id).unwrap_or("?");
-                    println!("shadow policy: {id} ({at})");
-                }
-            }
-            Ok(if d.verdict.http_status() == 200 {
+            Ok(if report.failed() == 0 {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(2)
+                ExitCode::FAILURE
             })
         }
     }

@@ -4,6 +4,8 @@
 //!   from the given score and type, bound to the route and principal so binding checks pass.
 //! * `riskgate validate` — config, routes, schema, entities, live and shadow policies, and
 //!   optionally that the risk budget fits under the proxy's ext_authz timeout.
+//! * `riskgate test` — policy tests in YAML ([`policy_test`]), decided with scripted risk
+//!   ([`scripted`]); `riskgate check --input` reads a CheckRequest JSON ([`check_input`]).
 
 use crate::clock::now_ms;
 use crate::config::proxy::{self, ProxyKind};
@@ -20,6 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod check;
+pub mod check_input;
+pub mod policy_test;
+pub mod scripted;
 mod unassessed;
 
 /// The question to decide.

@@ -374,3 +374,275 @@ fn validate_rejects_a_trusted_header_the_proxy_lets_a_client_send() {
     let out = riskgate(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+fn policies_dir() -> String {
+    repo("policies").to_string_lossy().into_owned()
+}
+
+/// A temp dir holding one policy test file.
+fn test_dir(yaml: &str) -> tempfile::TempDir {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    if let Err(e) = std::fs::write(dir.path().join("bank_test.yaml"), yaml) {
+        panic!("write: {e}");
+    }
+    dir
+}
+
+#[test]
+fn test_passes_the_shipped_policy_tests_and_names_unexercised_policies() {
+    let out = riskgate(&["test", "-c", &shipped_config(), &policies_dir()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("passed, 0 failed\n"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("PASS  ") && stdout.contains("accounts_test.yaml: owner withdraws at low risk (200 allow by account-owner-write-low-risk)"),
+        "{stdout}"
+    );
+    // backed up by riskgate's own high-band denial: no request reaches it
+    assert!(
+        stdout.contains("policies no test exercised: forbid-high-risk (")
+            && stdout.contains("guardrails.cedar:3)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("account-owner-read ("), "{stdout}");
+}
+
+#[test]
+fn test_fails_with_expected_and_got_and_reports_json() {
+    let dir = test_dir(
+        r#"
+cases:
+  - name: owner reads
+    request: { method: GET, path: /accounts/a1/balance }
+    identity: { sub: u1 }
+    risk: { score: 12 }
+    expect: { status: 200, policy: account-owner-read }
+  - name: wrongly expected denial
+    request: { method: GET, path: /accounts/a1/balance }
+    identity: { sub: u1 }
+    risk: { score: 12 }
+    expect: { status: 403, policy: forbid-high-risk }
+  - name: outage on a read-only route
+    request: { method: GET, path: /accounts/a1/transactions }
+    identity: { sub: u1 }
+    risk: outage
+    expect: { status: 200, reason: allow }
+"#,
+    );
+    let out = riskgate(&["test", "-c", &shipped_config(), path_str(dir.path())]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("bank_test.yaml: wrongly expected denial: expected 403 by policy forbid-high-risk, got 200 allow by account-owner-read\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 cases: 2 passed, 1 failed\n"), "{stdout}");
+    assert!(stdout.contains("login-below-high-risk ("), "{stdout}");
+    assert!(!stdout.contains("account-owner-read ("), "{stdout}");
+
+    let out = riskgate(&[
+        "test",
+        "-c",
+        &shipped_config(),
+        "--json",
+        path_str(dir.path()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => panic!("not JSON ({e}): {}", text(&out.stdout)),
+    };
+    assert_eq!(report["failed"], 1);
+    assert_eq!(report["passed"], 2);
+    assert_eq!(report["cases"][1]["passed"], false);
+    assert_eq!(report["cases"][1]["got"]["status"], 200);
+    assert_eq!(report["cases"][1]["expected"]["status"], 403);
+    assert_eq!(
+        report["cases"][2]["got"]["policies"][0],
+        "account-owner-read"
+    );
+    let unexercised = report["unexercised"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        unexercised
+            .iter()
+            .any(|p| p["id"] == "login-below-high-risk"),
+        "{report}"
+    );
+}
+
+#[test]
+fn test_rejects_a_bad_test_file_and_an_empty_dir() {
+    let dir = test_dir(
+        "cases:\n  - name: typo\n    request: { method: GET, path: / }\n    expected: { status: 200 }\n",
+    );
+    let out = riskgate(&["test", "-c", &shipped_config(), path_str(dir.path())]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bank_test.yaml: ")
+            && stderr.contains("unknown field `expected`")
+            && stderr.contains("line 4"),
+        "{stderr}"
+    );
+    let empty = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let out = riskgate(&["test", "-c", &shipped_config(), path_str(empty.path())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no test files"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_json_carries_the_decision_fields() {
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--json",
+        "--method",
+        "POST",
+        "--path",
+        "/accounts/a1/withdraw",
+        "--principal",
+        "u1",
+        "--risk-score",
+        "55",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let d: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => panic!("not JSON ({e}): {}", text(&out.stdout)),
+    };
+    assert_eq!(d["decision"], "policy_deny");
+    assert_eq!(d["status"], 403);
+    assert_eq!(d["band"], "medium");
+    assert!(
+        d["route"].as_str().is_some_and(|r| r.contains("withdraw")),
+        "{d}"
+    );
+    assert_eq!(d["principal"], "User::\"u1\"");
+    assert_eq!(d["policies"], serde_json::json!([]));
+
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--json",
+        "--method",
+        "GET",
+        "--path",
+        "/accounts/a1/balance",
+        "--principal",
+        "u1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(d["policies"][0]["id"], "account-owner-read");
+    assert!(
+        d["policies"][0]["origin"]
+            .as_str()
+            .is_some_and(|o| o.ends_with("accounts.cedar:3")),
+        "{d}"
+    );
+}
+
+#[test]
+fn check_input_decides_an_envoy_check_request_on_the_path_without_query() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let input = dir.path().join("check.json");
+    let write = |method: &str| {
+        let json = format!(
+            r#"{{"attributes":{{
+                "source":{{"address":{{"socketAddress":{{"address":"10.1.2.3","portValue":50000}}}}}},
+                "request":{{"http":{{"id":"1","method":"{method}","path":"/accounts/a1/balance?currency=eur",
+                    "host":"bank.example:8080","headers":{{":authority":"bank.example:8080"}}}}}},
+                "metadataContext":{{"filterMetadata":{{"envoy.filters.http.jwt_authn":
+                    {{"jwt_payload":{{"sub":"u1"}}}}}}}}}}}}"#
+        );
+        if let Err(e) = std::fs::write(&input, json) {
+            panic!("write: {e}");
+        }
+    };
+    write("GET");
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--input",
+        path_str(&input),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("principal: User::\"u1\"\n"), "{stdout}");
+    assert!(
+        stdout.contains("policy:    account-owner-read ("),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+
+    // the method as sent, lower case: no route, and a hint on stderr
+    write("get");
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--input",
+        path_str(&input),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains("decision:  no_route\n"));
+    assert!(
+        text(&out.stderr).contains("methods are case-sensitive: did you mean GET?"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_strips_the_query_and_hints_at_method_case() {
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--method",
+        "get",
+        "--path",
+        "/accounts/a1/balance?x=1",
+        "--principal",
+        "u1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("did you mean GET?"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = riskgate(&[
+        "check",
+        "-c",
+        &shipped_config(),
+        "--method",
+        "GET",
+        "--path",
+        "/accounts/a1/balance?x=1",
+        "--principal",
+        "u1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).is_empty());
+}

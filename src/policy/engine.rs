@@ -229,6 +229,18 @@ impl PolicySnapshot {
         ids
     }
 
+    /// Every policy id with its `file:line`, sorted by id: what `riskgate test` reports
+    /// when no test case exercised it.
+    pub fn origins(&self) -> Vec<(&str, &str)> {
+        let mut all: Vec<(&str, &str)> = self
+            .origins
+            .iter()
+            .map(|(id, at)| (id.as_str(), at.as_str()))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
     /// `file:line` of a policy id, for `riskgate check` output.
     pub fn origin(&self, id: &str) -> Option<&str> {
         self.origins.get(id).map(String::as_str)
