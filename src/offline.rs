@@ -4,6 +4,8 @@
 //!   from the given score and type, bound to the route and principal so binding checks pass.
 //! * `riskgate validate` — config, routes, schema, entities, live and shadow policies, and
 //!   optionally that the risk budget fits under the proxy's ext_authz timeout.
+//! * `riskgate replay` — recorded decisions re-decided with a candidate policy set
+//!   ([`replay`]).
 
 use crate::clock::now_ms;
 use crate::config::proxy::{self, ProxyKind};
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod replay;
 mod unassessed;
 
 /// The question to decide.
