@@ -308,6 +308,15 @@ async fn main() -> ExitCode {
         steps().len()
     );
     println!("Every answer above came through a real Envoy; decisions and policies are from riskgate's audit log.");
+    // `RISKGATE_DEMO_AUDIT=FILE`: keep the audit log, e.g. for `riskgate replay`.
+    if let Some(path) = std::env::var_os("RISKGATE_DEMO_AUDIT") {
+        let lines: String = riskgate.audit().iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, lines).expect("write RISKGATE_DEMO_AUDIT");
+        println!(
+            "Audit log written to {}.",
+            std::path::Path::new(&path).display()
+        );
+    }
     drop(envoy);
     drop(riskgate);
     drop(sim);

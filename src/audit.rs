@@ -3,6 +3,8 @@
 //! and counted. Tokens, cookies and Authorization headers are never part of a line: the
 //! line is built from the decision, which holds none of them.
 
+pub mod input;
+
 use crate::decision::Decision;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +60,9 @@ pub struct AuditLine<'a> {
     pub shadow: Option<ShadowLine<'a>>,
     /// Latency split, microseconds.
     pub latency_us: Latency,
+    /// What Cedar was asked and answered (principal, configured claims, action, resource,
+    /// context), when the Check reached Cedar: what `riskgate replay` re-decides.
+    pub input: Option<&'a input::CedarInput>,
 }
 
 /// What the shadow policy set would have answered.
@@ -116,6 +121,7 @@ impl<'a> AuditLine<'a> {
                 cedar: d.timings.cedar.as_micros() as u64,
                 total: d.timings.total.as_micros() as u64,
             },
+            input: d.input.as_deref(),
         }
     }
 }

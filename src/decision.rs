@@ -328,6 +328,9 @@ pub struct Decision {
     /// The risk API was not asked: Cedar denies this request whatever risk it would report
     /// (see `decide::risk::skip`).
     pub risk_skipped: bool,
+    /// What Cedar was asked and answered, when the Check reached the Cedar stage (the
+    /// audit line's `input`, read by `riskgate replay`).
+    pub input: Option<Box<crate::audit::input::CedarInput>>,
 }
 
 /// The shadow policy set's answer beside the live set's, at the Cedar stage.
@@ -369,6 +372,7 @@ impl Decision {
             trace_id: None,
             shadow: None,
             risk_skipped: false,
+            input: None,
         }
     }
 

@@ -65,7 +65,8 @@
 //!   [`admin`](serve::admin) port (`/healthz`, `/readyz`, `/metrics`).
 //! * [`config`] is the typed configuration (durations typed), validated before any listener
 //!   binds; [`source`] locates a problem as `file:line`; [`clock::now_ms`] is the one wall
-//!   clock every stage reads; [`offline`] holds `riskgate check` and `riskgate validate`.
+//!   clock every stage reads; [`offline`] holds `riskgate check`, `riskgate validate` and
+//!   `riskgate replay`.
 //!
 //! # Never
 //!

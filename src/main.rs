@@ -1,4 +1,4 @@
-//! riskgate command line: `serve`, `validate`, `check`, `test`.
+//! riskgate command line: `serve`, `validate`, `check`, `test`, `replay`.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -106,6 +106,24 @@ enum Command {
         #[arg(long, default_value = "{}")]
         claims: String,
     },
+    /// Re-decide recorded traffic (an audit log) with a candidate policy set and print what
+    /// would change; uses the config's schema, entities and routes.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Audit log (JSON lines, as `serve` writes them).
+        #[arg(long, value_name = "FILE")]
+        audit: PathBuf,
+        /// Candidate policy directory.
+        #[arg(long, value_name = "DIR")]
+        policies: PathBuf,
+        /// Sample decision ids shown per change.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run policy tests (`*_test.yaml` under DIR) and report failures and the policies no
     /// test exercised; exit 1 when a case fails.
     Test(TestArgs),
@@ -207,6 +225,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Command::Replay {
+            config,
+            audit,
+            policies,
+            samples,
+            json,
+        } => {
+            let config = Config::load(&config.config)?;
+            let report = offline::replay::replay_file(&config, &policies, &audit, samples)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check {
             config,

@@ -6,6 +6,8 @@
 //!   optionally that the risk budget fits under the proxy's ext_authz timeout.
 //! * `riskgate test` — policy tests in YAML ([`policy_test`]), decided with scripted risk
 //!   ([`scripted`]); `riskgate check --input` reads a CheckRequest JSON ([`check_input`]).
+//! * `riskgate replay` — recorded decisions re-decided with a candidate policy set
+//!   ([`replay`]).
 
 use crate::clock::now_ms;
 use crate::config::proxy::{self, ProxyKind};
@@ -25,6 +27,7 @@ use std::time::Duration;
 pub mod check;
 pub mod check_input;
 pub mod policy_test;
+pub mod replay;
 pub mod scripted;
 mod unassessed;
 

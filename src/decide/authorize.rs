@@ -3,6 +3,7 @@
 //! shadow set, when configured, answers the same input beside it and never decides.
 
 use super::risk::{score_for_policy, RiskOutcome};
+use crate::audit::input::{CedarInput, CedarOutcome};
 use crate::decision::{Decision, DenyReason, ShadowOutcome};
 use crate::identity::Principal;
 use crate::policy::{ContextInput, PolicyAnswer, PolicyInput, PolicySnapshot};
@@ -59,6 +60,14 @@ pub fn authorize(
     if let Some(shadow) = shadow {
         d.shadow = Some(shadow_outcome(shadow, &input, answer.as_ref().ok(), d));
     }
+    d.input = Some(Box::new(CedarInput::record(
+        &input,
+        match &answer {
+            Ok(a) if a.errors.is_empty() && a.allowed => CedarOutcome::Allow,
+            Ok(a) if a.errors.is_empty() => CedarOutcome::Deny,
+            _ => CedarOutcome::Error,
+        },
+    )));
     let route = &subject.route.name;
     let answer = answer.map_err(|e| {
         tracing::warn!(error = %e, route = %route, "request could not be evaluated");
