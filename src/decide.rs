@@ -3,8 +3,8 @@
 //! order and records what they found.
 //!
 //! ```text
-//! hygiene ─► route ─► principal ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403   401/403/429/503 403     403          401      403/503
+//! hygiene ─► route ─► principal ─► facts ─► risk ─► gate ─► authorize ─► step-up ─► uses
+//!   403     403/pass     403        403  401/403/429/503 403     403          401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
