@@ -6,6 +6,7 @@
 
 mod answer;
 mod client_address;
+mod context;
 pub mod duration;
 mod identity;
 mod lifecycle;
@@ -20,6 +21,7 @@ mod tls;
 
 pub use answer::AnswerConfig;
 pub use client_address::ClientAddressConfig;
+pub use context::{ContextConfig, ContextField, FieldType, WorkloadConfig};
 pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
 };
@@ -134,6 +136,9 @@ pub struct Config {
     /// nothing unless asked.
     #[serde(default)]
     pub answer: AnswerConfig,
+    /// Request headers, query parameters and the calling workload put into Cedar's context.
+    #[serde(default)]
+    pub context: ContextConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -364,6 +369,7 @@ impl Config {
             }
         }
         self.identity.validate()?;
+        self.context.validate()?;
         self.shutdown.validate()?;
         self.limits.validate()?;
         self.listen.validate()?;
@@ -420,6 +426,7 @@ impl Config {
             self.client_address == running.client_address,
         );
         check("answer", self.answer == running.answer);
+        check("context", self.context == running.context);
         changed
     }
 }

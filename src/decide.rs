@@ -3,14 +3,15 @@
 //! order and records what they found.
 //!
 //! ```text
-//! hygiene ─► route ─► principal ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403   401/403/429/503 403     403          401      403/503
+//! hygiene ─► route ─► principal ─► facts ─► risk ─► gate ─► authorize ─► step-up ─► uses
+//!   403     403/pass     403        403  401/403/429/503 403     403          401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
 //! to allow.
 
 pub mod authorize;
+pub mod facts;
 pub mod hygiene;
 pub mod principal;
 pub mod risk;
@@ -64,6 +65,8 @@ pub struct DecideSettings {
     pub call_budget: risk::CallBudgetSettings,
     /// Most uses one authenticated principal counts per action age (`state`).
     pub max_uses_per_principal: u32,
+    /// Headers, query parameters and workload put into Cedar's context (`context`).
+    pub facts: facts::FactRules,
 }
 
 impl DecideSettings {
@@ -90,6 +93,7 @@ impl DecideSettings {
                 window_ms: millis(risk.call_budget.window),
             },
             max_uses_per_principal: config.state.max_uses_per_principal,
+            facts: facts::FactRules::new(&config.context),
         }
     }
 }
@@ -194,12 +198,14 @@ impl Decider {
 
         let principal = principal::identify(&self.settings.identity, req)?;
         d.principal = Some(principal.label());
+        let facts = facts::gather(&self.settings.facts, req)?;
 
         let subject = authorize::Subject {
             route,
             resource_id: &resource_id,
             principal: &principal,
             claims_as_attributes: &self.settings.identity.claims_as_attributes,
+            facts: &facts,
         };
         let probe = risk::skip::Probe {
             live: &snapshot.policies,

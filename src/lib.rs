@@ -29,6 +29,8 @@
 //!      compiled route table ([`routes`]), or a pass (CORS preflight, a host's
 //!      `default: allow`), or no route;
 //!    * [`decide::principal`] — who is asking, from verified identity only ([`identity`]);
+//!    * [`decide::facts`] — the request facts the `context` config names (typed headers and
+//!      query parameters, the caller's SPIFFE workload) for Cedar's context;
 //!    * [`decide::risk`] — the recommendation for the action token and what it means here:
 //!      [`binding`](decide::risk::binding) to this request, [`band`](decide::risk::band),
 //!      [`fail mode`](decide::risk::fail_mode) on an outage, DENY and high band (the gate),

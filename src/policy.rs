@@ -13,6 +13,9 @@ pub mod load;
 pub mod slice;
 pub mod snapshot;
 
-pub use engine::{ContextInput, EvalError, PolicyAnswer, PolicyInput, PolicySnapshot};
+pub use engine::{
+    ContextInput, EvalError, FactValue, PolicyAnswer, PolicyInput, PolicySnapshot, RequestFacts,
+    Workload, NO_FACTS,
+};
 pub use load::{PolicyError, PolicyProblem};
 pub use snapshot::{load_snapshot, LoadError, Snapshot};

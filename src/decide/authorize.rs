@@ -6,7 +6,7 @@ use super::risk::{score_for_policy, RiskOutcome};
 use crate::audit::input::{CedarInput, CedarOutcome};
 use crate::decision::{Decision, DenyReason, ShadowOutcome};
 use crate::identity::Principal;
-use crate::policy::{ContextInput, PolicyAnswer, PolicyInput, PolicySnapshot};
+use crate::policy::{ContextInput, PolicyAnswer, PolicyInput, PolicySnapshot, RequestFacts};
 use crate::request::AccessRequest;
 use crate::routes::Route;
 use std::time::Instant;
@@ -22,6 +22,8 @@ pub struct Subject<'a> {
     pub principal: &'a Principal,
     /// Claims copied onto the principal entity.
     pub claims_as_attributes: &'a [String],
+    /// Configured headers, query parameters and the calling workload.
+    pub facts: &'a RequestFacts,
 }
 
 /// Asks Cedar (and the shadow set); allow only on an error-free permit.
@@ -44,7 +46,8 @@ pub fn authorize(
         method: &req.method,
         path: &req.path,
         host: &req.host,
-        ip: req.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        ip: req.source_ip,
+        facts: subject.facts,
     };
     let started = Instant::now();
     let input = PolicyInput {

@@ -104,7 +104,8 @@ fn allowed(
             method: &route.method,
             path: &route.path,
             host: route.host.as_deref().unwrap_or(""),
-            ip: String::new(),
+            ip: None,
+            facts: &crate::policy::NO_FACTS,
         },
     };
     policies

@@ -9,6 +9,7 @@ use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, PolicySet, Request, Response, RestrictedExpression, Schema,
 };
+pub use facts::{FactValue, RequestFacts, Workload, NO_FACTS};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -419,8 +420,10 @@ pub struct ContextInput<'a> {
     pub path: &'a str,
     /// Host.
     pub host: &'a str,
-    /// Client IP or empty.
-    pub ip: String,
+    /// The client address (`context.request.ip`, an `ipaddr`; left out when unknown).
+    pub ip: Option<std::net::IpAddr>,
+    /// Configured headers and query parameters, and the calling workload.
+    pub facts: &'a RequestFacts,
 }
 
 impl ContextInput<'_> {
@@ -443,28 +446,59 @@ impl ContextInput<'_> {
                 RestrictedExpression::new_set(self.reasons.iter().map(|r| s(r))),
             ),
         ])?;
-        let request = self.request_record()?;
-        Context::from_pairs([("risk".to_owned(), risk), ("request".to_owned(), request)])
+        Context::from_pairs(std::iter::once(("risk".to_owned(), risk)).chain(self.fact_pairs()?))
             .map_err(|e| EvalError(e.to_string()))
+    }
+
+    /// The context entries besides `risk`: `request` and, when known, `source`.
+    fn fact_pairs(&self) -> Result<Vec<(String, RestrictedExpression)>, EvalError> {
+        let mut pairs = vec![("request".to_owned(), self.request_record()?)];
+        if let Some(source) = &self.facts.source {
+            pairs.push(("source".to_owned(), facts::workload_record(source)?));
+        }
+        Ok(pairs)
     }
 
     /// The `context.request` record (the HTTP facts).
     fn request_record(&self) -> Result<RestrictedExpression, EvalError> {
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
-        RestrictedExpression::new_record(
-            [
-                ("method", s(self.method)),
-                ("path", s(self.path)),
-                ("host", s(self.host)),
-                ("ip", s(&self.ip)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v)),
-        )
-        .map_err(|e| EvalError(e.to_string()))
+        let mut pairs = vec![
+            ("method", s(self.method)),
+            ("path", s(self.path)),
+            ("host", s(self.host)),
+        ];
+        if let Some(ip) = self.ip {
+            pairs.push(("ip", facts::ip_expr(ip)));
+        }
+        if let Some(headers) = &self.facts.headers {
+            pairs.push(("headers", facts::values_record(headers)?));
+        }
+        if let Some(query) = &self.facts.query {
+            pairs.push(("query", facts::values_record(query)?));
+        }
+        RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
+            .map_err(|e| EvalError(e.to_string()))
+    }
+
+    /// A context with neutral risk and request fields, for the start-up schema check.
+    fn sample(ip: Option<std::net::IpAddr>, facts: &RequestFacts) -> ContextInput<'_> {
+        ContextInput {
+            risk_present: false,
+            outage: false,
+            score: 0,
+            band: "unassessed",
+            recommendation: "NONE",
+            reasons: &[],
+            method: "GET",
+            path: "/",
+            host: "",
+            ip,
+            facts,
+        }
     }
 }
 
+mod facts;
 mod partial;
 #[cfg(test)]
 mod slicing_props;

@@ -40,6 +40,7 @@ pub fn load_snapshot(config: &Config) -> Result<Snapshot, LoadError> {
         config.policies.entities.as_deref(),
         routes.routes(),
     )?;
+    policies.check_context(&config.context, routes.routes(), &config.policies.schema)?;
     let shadow = config
         .policies
         .shadow_dir

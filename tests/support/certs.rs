@@ -6,7 +6,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 use std::path::{Path, PathBuf};
 
@@ -77,6 +77,28 @@ impl Ca {
     /// A client certificate with common name and DNS SAN `name`.
     pub fn client(&self, name: &str) -> Leaf {
         self.leaf(name, &[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A client certificate whose only SAN is the URI `uri` (a SPIFFE id, as Istio issues).
+    #[allow(
+        dead_code,
+        reason = "tests/tls.rs includes this file by path and has no use for it"
+    )]
+    pub fn client_uri(&self, cn: &str, uri: &str) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = vec![SanType::URI(
+            uri.to_owned().try_into().expect("an ASCII URI"),
+        )];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = key();
+        let cert = params.signed_by(&key, &self.issuer).expect("sign the leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
+        }
     }
 
     /// Writes the CA certificate to `path`.

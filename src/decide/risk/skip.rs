@@ -75,7 +75,8 @@ pub fn denied_whatever_risk(probe: &Probe<'_>, req: &AccessRequest) -> Option<Ve
             method: &req.method,
             path: &req.path,
             host: &req.host,
-            ip: req.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            ip: req.source_ip,
+            facts: subject.facts,
         },
     };
     probe.live.denied_whatever_risk(&input)

@@ -74,14 +74,14 @@ impl PolicySnapshot {
 
 /// The context of `input` with `risk` an unknown.
 fn risk_unknown_context(input: &PolicyInput<'_>) -> Result<Context, super::EvalError> {
-    let request = input.context.request_record()?;
-    Context::from_pairs([
-        (
+    let facts = input.context.fact_pairs()?;
+    Context::from_pairs(
+        std::iter::once((
             RISK_UNKNOWN.to_owned(),
             RestrictedExpression::new_unknown(RISK_UNKNOWN),
-        ),
-        ("request".to_owned(), request),
-    ])
+        ))
+        .chain(facts),
+    )
     .map_err(|e| super::EvalError(e.to_string()))
 }
 

@@ -20,7 +20,7 @@ entity Folder;
 entity Account in [Folder] = { "owner": User };
 entity Application;
 type Risk = { "present": Bool, "outage": Bool, "score": Long, "band": String, "recommendation": String, "reasons": Set<String> };
-type HttpRequest = { "method": String, "path": String, "host": String, "ip": String };
+type HttpRequest = { "method": String, "path": String, "host": String, "ip"?: __cedar::ipaddr };
 type RequestContext = { "risk": Risk, "request": HttpRequest };
 action "read";
 action "write";
@@ -207,7 +207,8 @@ proptest! {
                     method: "GET",
                     path: "/",
                     host: "h",
-                    ip: String::new(),
+                    ip: None,
+            facts: &crate::policy::NO_FACTS,
                 },
             };
             let sliced = snapshot.evaluate_in(&input, true);
@@ -245,7 +246,8 @@ fn a_request_that_fits_the_schema_is_answered() {
             method: "GET",
             path: "/",
             host: "h",
-            ip: String::new(),
+            ip: None,
+            facts: &crate::policy::NO_FACTS,
         },
     };
     for sliced in [true, false] {

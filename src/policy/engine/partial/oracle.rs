@@ -262,7 +262,8 @@ fn with_risk<'a>(
             method: if r.post { "POST" } else { "GET" },
             path: "/",
             host: "h",
-            ip: String::new(),
+            ip: None,
+            facts: &crate::policy::NO_FACTS,
         },
     }
 }

@@ -1,0 +1,172 @@
+//! Request facts beyond method, path and host: the typed values of configured headers and
+//! query parameters, and the calling workload. How they become Cedar values, and the
+//! start-up check that the schema accepts them (an off-schema context would otherwise deny
+//! every request at run time, with no hint why).
+
+use super::{uid, PolicySnapshot};
+use crate::config::{ContextConfig, ContextField, FieldType};
+use crate::policy::{PolicyError, PolicyProblem};
+use crate::routes::Route;
+use cedar_policy::{Context, RestrictedExpression};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+/// One typed value of a configured header or query parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactValue {
+    /// `String`.
+    String(String),
+    /// `Long`.
+    Long(i64),
+    /// `Bool`.
+    Bool(bool),
+}
+
+impl FactValue {
+    fn to_expr(&self) -> RestrictedExpression {
+        match self {
+            FactValue::String(s) => RestrictedExpression::new_string(s.clone()),
+            FactValue::Long(n) => RestrictedExpression::new_long(*n),
+            FactValue::Bool(b) => RestrictedExpression::new_bool(*b),
+        }
+    }
+}
+
+/// The calling workload, from a SPIFFE id of a configured trust domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The whole SPIFFE id (`spiffe://cluster.local/ns/bank/sa/payments`).
+    pub principal: String,
+    /// `cluster.local`.
+    pub trust_domain: String,
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Kubernetes service account.
+    pub service_account: String,
+}
+
+/// Facts of one request beyond method, path, host and address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// `context.request.headers` (`None`: no header configured, the record is left out).
+    pub headers: Option<Vec<(String, FactValue)>>,
+    /// `context.request.query` (`None`: no parameter configured, the record is left out).
+    pub query: Option<Vec<(String, FactValue)>>,
+    /// `context.source`, when the peer presented an identity of a configured trust domain.
+    pub source: Option<Workload>,
+}
+
+/// No facts: for callers that evaluate a route without a request (offline checks).
+pub static NO_FACTS: RequestFacts = RequestFacts {
+    headers: None,
+    query: None,
+    source: None,
+};
+
+fn record<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, RestrictedExpression)>,
+) -> Result<RestrictedExpression, super::EvalError> {
+    RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .map_err(|e| super::EvalError(e.to_string()))
+}
+
+/// `context.request.headers` / `.query`: the values present, by attribute.
+pub(super) fn values_record(
+    values: &[(String, FactValue)],
+) -> Result<RestrictedExpression, super::EvalError> {
+    record(values.iter().map(|(k, v)| (k.as_str(), v.to_expr())))
+}
+
+/// `context.source`.
+pub(super) fn workload_record(w: &Workload) -> Result<RestrictedExpression, super::EvalError> {
+    let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    record([
+        ("principal", s(&w.principal)),
+        ("trust_domain", s(&w.trust_domain)),
+        ("namespace", s(&w.namespace)),
+        ("service_account", s(&w.service_account)),
+    ])
+}
+
+/// The client address as Cedar's `ipaddr`.
+pub(super) fn ip_expr(ip: IpAddr) -> RestrictedExpression {
+    RestrictedExpression::new_ip(ip.to_string())
+}
+
+fn sample(fields: &[ContextField]) -> Vec<(String, FactValue)> {
+    fields
+        .iter()
+        .map(|f| {
+            let v = match f.kind {
+                FieldType::String => FactValue::String(String::new()),
+                FieldType::Long => FactValue::Long(0),
+                FieldType::Bool => FactValue::Bool(false),
+            };
+            (f.attr.clone(), v)
+        })
+        .collect()
+}
+
+impl PolicySnapshot {
+    /// Checks that the schema's context of every routed action accepts the facts the
+    /// config may put there: each configured header and query attribute with its type and
+    /// optional, `context.source` (optional) when trust domains are configured, and
+    /// `context.request.ip` as an optional `ipaddr`.
+    pub fn check_context(
+        &self,
+        config: &ContextConfig,
+        routes: &[Route],
+        schema_path: &Path,
+    ) -> Result<(), PolicyError> {
+        let full = RequestFacts {
+            headers: (!config.headers.is_empty()).then(|| sample(&config.headers)),
+            query: (!config.query.is_empty()).then(|| sample(&config.query)),
+            source: (!config.workload.trust_domains.is_empty()).then(|| Workload {
+                principal: "spiffe://td/ns/n/sa/s".into(),
+                trust_domain: "td".into(),
+                namespace: "n".into(),
+                service_account: "s".into(),
+            }),
+        };
+        let empty = RequestFacts {
+            headers: full.headers.as_ref().map(|_| Vec::new()),
+            query: full.query.as_ref().map(|_| Vec::new()),
+            source: None,
+        };
+        let ip = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let actions: BTreeSet<&str> = routes.iter().map(|r| r.action.as_str()).collect();
+        let mut problems = Vec::new();
+        for action in actions {
+            let Ok(action_uid) = uid("Action", action) else {
+                continue;
+            };
+            for (facts, ip, what) in [
+                (&full, ip, "every configured fact present"),
+                (&empty, None, "every optional fact absent"),
+            ] {
+                let input = super::ContextInput::sample(ip, facts);
+                let checked = input.to_cedar().and_then(|c: Context| {
+                    c.validate(&self.schema, &action_uid)
+                        .map_err(|e| super::EvalError(e.to_string()))
+                });
+                if let Err(e) = checked {
+                    problems.push(PolicyProblem::new(
+                        schema_path,
+                        None,
+                        format!(
+                            "the context of action `{action}` does not fit the schema with {what} \
+                             (`context.request.ip` is an optional `ipaddr`; see the `context` \
+                             config section): {e}"
+                        ),
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError(problems))
+        }
+    }
+}
