@@ -88,8 +88,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// Host.
     pub host: String,
-    /// Client IP or empty.
-    pub ip: String,
+    /// Client address, if known (`null` otherwise).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Everything Cedar was asked for one decision, and what it answered.
@@ -117,7 +117,12 @@ pub struct CedarInput {
 impl CedarInput {
     /// The record of `input` answered with `cedar`.
     pub fn record(input: &PolicyInput<'_>, cedar: CedarOutcome) -> CedarInput {
-        let mut truncated = false;
+        // Configured request facts (typed headers, query parameters, the workload) are
+        // not recorded: a line whose Cedar input held any is marked incomplete, so replay
+        // counts it as not re-decidable instead of guessing without them.
+        let facts = input.context.facts;
+        let mut truncated =
+            facts.headers.is_some() || facts.query.is_some() || facts.source.is_some();
         let principal = match input.principal {
             Principal::Anonymous => RecordedPrincipal {
                 kind: crate::policy::engine::ANONYMOUS_TYPE.into(),
@@ -171,7 +176,7 @@ impl CedarInput {
                 method: c.method.to_owned(),
                 path: c.path.to_owned(),
                 host: c.host.to_owned(),
-                ip: c.ip.clone(),
+                ip: c.ip,
             },
             cedar,
             truncated,
@@ -214,7 +219,8 @@ impl CedarInput {
             method: &self.request.method,
             path: &self.request.path,
             host: &self.request.host,
-            ip: self.request.ip.clone(),
+            ip: self.request.ip,
+            facts: &crate::policy::NO_FACTS,
         }
     }
 }
@@ -252,7 +258,8 @@ mod tests {
                 method: "POST",
                 path: "/accounts/a1/withdraw",
                 host: "bank.example",
-                ip: "10.0.0.1".into(),
+                ip: "10.0.0.1".parse().ok(),
+                facts: &crate::policy::NO_FACTS,
             },
         }
     }
