@@ -5,7 +5,8 @@
 //! back into a [`Recommendation`] equal to the one encoded.
 //!
 //! ```text
-//! flags (kind: 2 bits, has challenge, has user) · issued_at i64 · performed_at i64 · score f64
+//! flags (kind: 2 bits, has challenge, has user, score in hundredths) · issued_at · performed_at
+//! − issued_at (both zigzag LEB128) · score (u16 hundredths when exact, else f64)
 //! id: text · action_id: text · action_type: code · [challenge: code] · [user_id: text]
 //! reasons: count, codes · threats: count, codes
 //! text = 0 len bytes (UTF-8) | 1 len bytes (lower-case hex, halved) | 2 16 bytes (UUID)
@@ -22,6 +23,7 @@ pub struct CompactRecommendation(Arc<[u8]>);
 
 const HAS_CHALLENGE: u8 = 1 << 2;
 const HAS_USER: u8 = 1 << 3;
+const SCORE_HUNDREDTHS: u8 = 1 << 4;
 
 const TEXT_RAW: u8 = 0;
 const TEXT_HEX: u8 = 1;
@@ -41,10 +43,20 @@ impl CompactRecommendation {
         if rec.user_id.is_some() {
             flags |= HAS_USER;
         }
+        let hundredths = hundredths(rec.risk_score);
+        if hundredths.is_some() {
+            flags |= SCORE_HUNDREDTHS;
+        }
         out.push(flags);
-        out.extend_from_slice(&rec.issued_at_ms.to_le_bytes());
-        out.extend_from_slice(&rec.action_performed_at_ms.to_le_bytes());
-        out.extend_from_slice(&rec.risk_score.to_bits().to_le_bytes());
+        put_varint(&mut out, zigzag(rec.issued_at_ms));
+        put_varint(
+            &mut out,
+            zigzag(rec.action_performed_at_ms.wrapping_sub(rec.issued_at_ms)),
+        );
+        match hundredths {
+            Some(h) => out.extend_from_slice(&h.to_le_bytes()),
+            None => out.extend_from_slice(&rec.risk_score.to_bits().to_le_bytes()),
+        }
         put_text(&mut out, &rec.id);
         put_text(&mut out, &rec.action_id);
         put_code(&mut out, &rec.action_type, interner);
@@ -96,6 +108,28 @@ fn kind_of(bits: u8) -> RecommendationType {
         2 => RecommendationType::Challenge,
         _ => RecommendationType::Deny,
     }
+}
+
+/// `score` as a whole number of hundredths, if that gives back exactly `score` (most API
+/// scores have one or two decimals).
+fn hundredths(score: f64) -> Option<u16> {
+    let h = (score * 100.0).round();
+    if !(0.0..=10_000.0).contains(&h) {
+        return None;
+    }
+    let h = h as u16;
+    (f64::from(h) / 100.0)
+        .to_bits()
+        .eq(&score.to_bits())
+        .then_some(h)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -173,9 +207,12 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 impl<'a> Reader<'a> {
     fn recommendation(&mut self, codes: &[Arc<str>]) -> Option<Recommendation> {
         let flags = self.byte()?;
-        let issued_at_ms = self.i64()?;
-        let action_performed_at_ms = self.i64()?;
-        let risk_score = f64::from_bits(u64::from_le_bytes(self.array()?));
+        let issued_at_ms = unzigzag(self.varint()?);
+        let action_performed_at_ms = issued_at_ms.wrapping_add(unzigzag(self.varint()?));
+        let risk_score = match flags & SCORE_HUNDREDTHS {
+            0 => f64::from_bits(u64::from_le_bytes(self.array()?)),
+            _ => f64::from(u16::from_le_bytes(self.array()?)) / 100.0,
+        };
         let id = self.text()?.into_boxed_str();
         let action_id: Arc<str> = self.text()?.into();
         let action_type = self.code(codes)?;
@@ -222,10 +259,6 @@ impl<'a> Reader<'a> {
 
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
-    }
-
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.array()?))
     }
 
     fn varint(&mut self) -> Option<u64> {

@@ -36,9 +36,10 @@ fn the_documented_example_round_trips_in_few_bytes() {
     let rec = documented();
     let compact = CompactRecommendation::encode(&rec, &interner);
     assert_eq!(compact.decode(&interner), Some(rec));
-    // flags + 3 numbers (25) + two 32-byte ids with tag and length (68) + 7 codes + challenge
-    // (8) + user (11) + two counts (2): far below the ~440 heap bytes of the parsed struct
-    assert!(compact.len() <= 120, "{} bytes", compact.len());
+    // flags (1) + numbers (6 + 1 + 2) + two 32-byte ids with tag and length (68) + 7 codes
+    // and the challenge (8) + user (11) + two counts (2): far below the ~440 heap bytes of
+    // the parsed struct
+    assert!(compact.len() <= 100, "{} bytes", compact.len());
 }
 
 #[test]
@@ -68,6 +69,21 @@ fn codes_past_a_full_table_are_kept_inline() {
     .into();
     let compact = CompactRecommendation::encode(&rec, &interner);
     assert_eq!(compact.decode(&interner), Some(rec));
+}
+
+#[test]
+fn scores_are_exact_whatever_their_decimals() {
+    let interner = Interner::default();
+    for score in [0.0, -0.0, 73.2, 12.5, 100.0, 33.333, 99.99, 0.01, 1e-9] {
+        let mut rec = documented();
+        rec.risk_score = score;
+        let back = CompactRecommendation::encode(&rec, &interner).decode(&interner);
+        assert_eq!(
+            back.map(|r| r.risk_score.to_bits()),
+            Some(score.to_bits()),
+            "{score}"
+        );
+    }
 }
 
 #[test]
@@ -140,7 +156,7 @@ prop_compose! {
         issued_at_ms in any::<i64>(),
         kind in kind(),
         challenge_type in prop::option::of("[a-z_-]{1,64}"),
-        risk_score in 0.0f64..=100.0,
+        risk_score in prop_oneof![0.0f64..=100.0, (0u16..=10_000).prop_map(|h| f64::from(h) / 100.0)],
         action_id in text(),
         action_type in code(),
         action_performed_at_ms in any::<i64>(),
