@@ -176,7 +176,7 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
         out.push(TEXT_UUID);
         let hex: Vec<u8> = b.iter().copied().filter(|&c| c != b'-').collect();
         put_hex_bytes(out, &hex);
-    } else if !b.is_empty() && b.len() % 2 == 0 && b.iter().copied().all(is_lower_hex) {
+    } else if !b.is_empty() && b.len().is_multiple_of(2) && b.iter().copied().all(is_lower_hex) {
         out.push(TEXT_HEX);
         put_varint(out, (b.len() / 2) as u64);
         put_hex_bytes(out, b);
