@@ -4,7 +4,9 @@
 //! `preview_rule`), parsed by [`Recommendation::from_json`]. Prints one line of `key=value`
 //! pairs: live heap bytes per entry (counted by a global allocator, so the same on every run
 //! and profile) and RSS before and after (`VmRSS`); optionally the same once every entry has
-//! expired with no Check touching the cache.
+//! expired with no Check touching the cache. Then the cost of a hit: every token looked up
+//! once through [`Assessor::cached`] (hash, moka, decoding), and decoding alone, in ns
+//! (wall clock: meaningful in a release build only).
 //!
 //! ```text
 //! cache_memory [ENTRIES]        default 100000
@@ -14,6 +16,7 @@
 //! took; the example then waits, touching nothing, until six seconds past that moment (the
 //! assessor's housekeeping runs every five) and prints what is left.
 
+use riskgate::risk::compact::CompactRecommendation;
 use riskgate::risk::source::BoxFuture;
 use riskgate::risk::{Assessor, AssessorSettings, Breaker, FetchError, Recommendation, RiskSource};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -72,25 +75,50 @@ impl RiskSource for Documented {
     }
 }
 
-/// Heap bytes of one cached recommendation alone (parsed, interned, in its `Arc`), over a
-/// thousand of them: the rest of an entry's cost is the cache's own.
+/// Heap bytes of one cached recommendation alone (parsed, then encoded as the cache holds
+/// it), over a thousand of them: the rest of an entry's cost is the cache's own.
 fn value_bytes(performed_at: i64) -> i64 {
     const K: usize = 1_000;
     let interner = riskgate::risk::intern::Interner::default();
     let bodies: Vec<String> = (0..K)
-        .map(|i| body(&format!("v{i:07x}"), performed_at))
+        .map(|i| body(&format!("f{i:07x}"), performed_at))
         .collect();
     let mut held = Vec::with_capacity(K);
     let region = Region::new(GLOBAL);
     for b in &bodies {
         match Recommendation::from_json(b.as_bytes()) {
-            Ok(r) => held.push(Arc::new(r.interned(&interner))),
+            Ok(r) => held.push(CompactRecommendation::encode(&r, &interner)),
             Err(e) => panic!("fixture must parse: {e}"),
         }
     }
     let bytes = live(&region) / K as i64;
     drop(held);
     bytes
+}
+
+/// Prints the ns of one cache hit (every token once) and of decoding one entry alone.
+async fn hit_cost(assessor: &Assessor, tokens: &[String], performed_at: i64) {
+    let started = std::time::Instant::now();
+    let mut hits = 0usize;
+    for t in tokens {
+        hits += usize::from(assessor.cached(t).await.is_some());
+    }
+    let hit_ns = started.elapsed().as_nanos() / tokens.len().max(1) as u128;
+    let interner = riskgate::risk::intern::Interner::default();
+    let compact = match Recommendation::from_json(body("0decade0", performed_at).as_bytes()) {
+        Ok(r) => CompactRecommendation::encode(&r, &interner),
+        Err(e) => panic!("fixture must parse: {e}"),
+    };
+    const DECODES: u32 = 200_000;
+    let started = std::time::Instant::now();
+    for _ in 0..DECODES {
+        std::hint::black_box(compact.decode(std::hint::black_box(&interner)));
+    }
+    let decode_ns = started.elapsed().as_nanos() / u128::from(DECODES);
+    println!(
+        "hits={hits} hit_ns={hit_ns} decode_ns={decode_ns} encoded_bytes={}",
+        compact.len()
+    );
 }
 
 fn rss_kib() -> u64 {
@@ -169,6 +197,7 @@ async fn run() {
         rss_full as f64 / 1024.0,
         (rss_full.saturating_sub(rss_before) * 1024) / n.max(1),
     );
+    hit_cost(&assessor, &tokens, performed_at).await;
     if expire_ms == 0 {
         return;
     }

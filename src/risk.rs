@@ -12,6 +12,7 @@
 pub mod assessor;
 pub mod breaker;
 pub mod client;
+pub mod compact;
 pub mod credentials;
 pub mod intern;
 pub mod reasons;

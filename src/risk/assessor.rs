@@ -21,6 +21,7 @@
 //! and counting it would let a flood of bogus tokens open the breaker for everyone.
 
 use super::breaker::Breaker;
+use super::compact::CompactRecommendation;
 use super::intern::Interner;
 use super::recommendation::Recommendation;
 use super::source::{BoxFuture, FetchError, RiskSource};
@@ -48,9 +49,11 @@ pub fn token_key(action_token: &str) -> TokenKey {
     Sha256::digest(action_token.as_bytes()).into()
 }
 
+/// A cache entry: the recommendation in its compact form (one shared allocation, decoded
+/// on a hit), and how long it lives.
 #[derive(Debug, Clone)]
 struct Cached {
-    recommendation: Arc<Recommendation>,
+    recommendation: CompactRecommendation,
     ttl: Duration,
 }
 
@@ -277,9 +280,9 @@ impl Assessor {
     /// The cached recommendation for `action_token`, if any: a peek that never calls the
     /// API (for the stages that decide whether a call is worth making).
     pub async fn cached(&self, action_token: &str) -> Option<Assessment> {
-        let hit = self.cache.get(&token_key(action_token)).await?;
+        let hit = self.cache_get(&token_key(action_token)).await?;
         Some(Assessment {
-            recommendation: hit.recommendation,
+            recommendation: hit,
             cache_hit: true,
         })
     }
@@ -301,9 +304,9 @@ impl Assessor {
         deadline: Option<Duration>,
     ) -> Result<Assessment, FetchError> {
         let key = token_key(action_token);
-        if let Some(hit) = self.cache.get(&key).await {
+        if let Some(hit) = self.cache_get(&key).await {
             return Ok(Assessment {
-                recommendation: hit.recommendation,
+                recommendation: hit,
                 cache_hit: true,
             });
         }
@@ -330,6 +333,16 @@ impl Assessor {
             recommendation,
             cache_hit: false,
         })
+    }
+
+    /// The cached recommendation under `key`, decoded. An entry that does not decode (it
+    /// cannot happen: this assessor encoded it) is a miss.
+    async fn cache_get(&self, key: &TokenKey) -> Option<Arc<Recommendation>> {
+        let cached = self.cache.get(key).await?;
+        cached
+            .recommendation
+            .decode(&self.fetcher.interner)
+            .map(Arc::new)
     }
 
     /// The fetch in flight for `key`, or a new detached one.
@@ -428,7 +441,7 @@ async fn fetch_task(
             fetcher.share(action_token.clone(), recommendation.clone(), ttl);
         }
         let cached = Cached {
-            recommendation: recommendation.clone(),
+            recommendation: CompactRecommendation::encode(recommendation, &fetcher.interner),
             ttl,
         };
         cache.insert(key, cached).await;
