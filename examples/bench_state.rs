@@ -65,6 +65,8 @@ async fn run() {
         if let Some(r) = c.risk.as_mut() {
             r.call_budget.calls = 0;
         }
+        // ... and no per-user share of the use ledger (the default 1000 would refuse write 1000)
+        c.state.max_uses_per_principal = u32::MAX;
         if mode == "redis" {
             c.state.store = StoreKind::Redis;
             c.state.redis = Some(RedisConfig {
