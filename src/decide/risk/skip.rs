@@ -39,10 +39,9 @@ pub async fn check(
     req: &AccessRequest,
     d: &mut Decision,
 ) -> Result<(), DenyReason> {
-    if probe.shadowed
-        || assessor.cached(action_token).await.is_some()
-        || assessor.rejected(action_token).await.is_some()
-    {
+    // Only when this Check would start an API call (not cached, not a remembered rejection,
+    // no fetch in flight to join): a cheap key lookup, nothing decoded.
+    if probe.shadowed || !assessor.needs_call(action_token) {
         return Ok(());
     }
     let Some(policies) = denied_whatever_risk(probe, req) else {
