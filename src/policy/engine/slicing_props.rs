@@ -145,16 +145,26 @@ fn request() -> impl Strategy<Value = Req> {
 }
 
 fn snapshot(policies: &[String]) -> PolicySnapshot {
-    let schema = match Schema::from_cedarschema_str(SCHEMA) {
-        Ok((s, _)) => s,
-        Err(e) => panic!("{e}"),
-    };
     let text: String = policies
         .iter()
         .enumerate()
         .map(|(i, p)| format!("@id(\"p{i}\")\n{p}\n"))
         .collect();
-    let parsed = PolicySet::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    snapshot_from(SCHEMA, ENTITIES, &text)
+}
+
+/// A snapshot of `text` (policies that each carry an `@id`, which becomes the policy id)
+/// over `schema` and `entities`; shared with the risk-skip oracle.
+pub(in crate::policy::engine) fn snapshot_from(
+    schema: &str,
+    entities: &str,
+    text: &str,
+) -> PolicySnapshot {
+    let schema = match Schema::from_cedarschema_str(schema) {
+        Ok((s, _)) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let parsed = PolicySet::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut set = PolicySet::new();
     for p in parsed.policies() {
         let id = p.annotation("id").unwrap_or_default().to_owned();
@@ -163,7 +173,7 @@ fn snapshot(policies: &[String]) -> PolicySnapshot {
         }
     }
     let entities =
-        Entities::from_json_str(ENTITIES, Some(&schema)).unwrap_or_else(|e| panic!("{e}"));
+        Entities::from_json_str(entities, Some(&schema)).unwrap_or_else(|e| panic!("{e}"));
     let loaded = Loaded {
         schema,
         policies: set,

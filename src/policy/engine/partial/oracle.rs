@@ -12,14 +12,11 @@
 
 use super::super::{uid, ContextInput, PolicyInput, PolicySnapshot};
 use crate::identity::Principal;
-use crate::policy::load::Loaded;
-use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Request, Schema};
+use cedar_policy::{Authorizer, Decision, Request};
 use proptest::prelude::*;
 use proptest::test_runner::{
     Config as RunnerConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner,
 };
-use std::collections::HashMap;
-use std::str::FromStr;
 
 const SCHEMA: &str = include_str!("../../../../policies/schema.cedarschema");
 const ENTITIES: &str = include_str!("../../../../policies/entities.json");
@@ -164,29 +161,9 @@ fn snapshot(policies: &[String]) -> PolicySnapshot {
     snapshot_of_text(&text)
 }
 
-/// A snapshot of policies that each carry an `@id`.
+/// A snapshot of policies that each carry an `@id`, over the shipped schema and entities.
 fn snapshot_of_text(text: &str) -> PolicySnapshot {
-    let schema = match Schema::from_cedarschema_str(SCHEMA) {
-        Ok((s, _)) => s,
-        Err(e) => panic!("{e}"),
-    };
-    let parsed = PolicySet::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let mut set = PolicySet::new();
-    for p in parsed.policies() {
-        let id = p.annotation("id").unwrap_or_default().to_owned();
-        if let Err(e) = set.add(p.new_id(cedar_policy::PolicyId::new(id))) {
-            panic!("{e}");
-        }
-    }
-    let entities =
-        Entities::from_json_str(ENTITIES, Some(&schema)).unwrap_or_else(|e| panic!("{e}"));
-    let loaded = Loaded {
-        schema,
-        policies: set,
-        entities,
-        origins: HashMap::new(),
-    };
-    PolicySnapshot::from_loaded(loaded).unwrap_or_else(|e| panic!("{e}"))
+    crate::policy::engine::slicing_props::snapshot_from(SCHEMA, ENTITIES, text)
 }
 
 fn principal_of(user: Option<u8>) -> Principal {
