@@ -14,8 +14,8 @@ pub mod slice;
 pub mod snapshot;
 
 pub use engine::{
-    ContextInput, EvalError, FactValue, PolicyAnswer, PolicyInput, PolicySnapshot, RequestFacts,
-    Workload, NO_FACTS,
+    ContextInput, EvalError, FactValue, History, PolicyAnswer, PolicyInput, PolicySnapshot,
+    RequestFacts, Transaction, Workload, NO_FACTS,
 };
 pub use load::{PolicyError, PolicyProblem};
 pub use snapshot::{load_snapshot, LoadError, Snapshot};

@@ -33,6 +33,9 @@ pub struct AccessRequest {
     pub metadata: HashMap<String, Map<String, Value>>,
     /// Peer certificate subject/URI when the downstream used mTLS.
     pub tls_peer: Option<String>,
+    /// The request body Envoy sent with the Check (`with_request_body`), if any; read only
+    /// on routes that map body fields into `context.transaction`.
+    pub body: Option<Vec<u8>>,
 }
 
 impl AccessRequest {

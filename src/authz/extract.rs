@@ -196,6 +196,8 @@ fn convert(
         deadline,
         metadata,
         tls_peer,
+        // Read by the body-mapping stage once routes map body fields (issue #16).
+        body: None,
     })
 }
 

@@ -67,6 +67,8 @@ pub fn gather(rules: &FactRules, req: &AccessRequest) -> Result<RequestFacts, De
         headers,
         query,
         source,
+        transaction: None,
+        history: None,
     })
 }
 

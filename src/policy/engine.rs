@@ -9,7 +9,7 @@ use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, PolicySet, Request, Response, RestrictedExpression, Schema,
 };
-pub use facts::{FactValue, RequestFacts, Workload, NO_FACTS};
+pub use facts::{FactValue, History, RequestFacts, Transaction, Workload, NO_FACTS};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -455,6 +455,15 @@ impl ContextInput<'_> {
         let mut pairs = vec![("request".to_owned(), self.request_record()?)];
         if let Some(source) = &self.facts.source {
             pairs.push(("source".to_owned(), facts::workload_record(source)?));
+        }
+        if let Some(transaction) = &self.facts.transaction {
+            pairs.push((
+                "transaction".to_owned(),
+                facts::transaction_record(transaction)?,
+            ));
+        }
+        if let Some(history) = &self.facts.history {
+            pairs.push(("history".to_owned(), facts::history_record(history)?));
         }
         Ok(pairs)
     }

@@ -55,6 +55,36 @@ pub struct RequestFacts {
     pub query: Option<Vec<(String, FactValue)>>,
     /// `context.source`, when the peer presented an identity of a configured trust domain.
     pub source: Option<Workload>,
+    /// `context.transaction`, on routes that map JSON body fields (`None` elsewhere).
+    pub transaction: Option<Transaction>,
+    /// `context.history`, for authenticated principals when some policy reads it.
+    pub history: Option<History>,
+}
+
+/// What the request body says the request does (issue #16): the Cedar record
+/// `Transaction { amount: Long, currency: String, payee?: String }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// The amount in ISO 4217 minor units of `currency` (12,000.00 USD is 1,200,000): a
+    /// Cedar `Long` compares exactly, where `decimal` has four places and a smaller range.
+    pub amount_minor: i64,
+    /// ISO 4217 alphabetic code, upper case.
+    pub currency: String,
+    /// Who receives the money, when the route maps a payee.
+    pub payee: Option<String>,
+}
+
+/// The principal's recent outcomes over the configured window (issue #16): the Cedar record
+/// `History { recent_denies: Long, recent_challenges: Long, recent_amount_total: Long }`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct History {
+    /// Denied Checks of this principal in the window.
+    pub recent_denies: i64,
+    /// Step-up (CHALLENGE) answers to this principal in the window.
+    pub recent_challenges: i64,
+    /// Minor units moved in this request's currency in the window, this request's amount
+    /// included (reserved before Cedar decides, released when the request is denied).
+    pub recent_amount_total: i64,
 }
 
 /// No facts: for callers that evaluate a route without a request (offline checks).
@@ -62,6 +92,8 @@ pub static NO_FACTS: RequestFacts = RequestFacts {
     headers: None,
     query: None,
     source: None,
+    transaction: None,
+    history: None,
 };
 
 fn record<'a>(
@@ -86,6 +118,41 @@ pub(super) fn workload_record(w: &Workload) -> Result<RestrictedExpression, supe
         ("trust_domain", s(&w.trust_domain)),
         ("namespace", s(&w.namespace)),
         ("service_account", s(&w.service_account)),
+    ])
+}
+
+/// `context.transaction`.
+pub(super) fn transaction_record(
+    t: &Transaction,
+) -> Result<RestrictedExpression, super::EvalError> {
+    let mut pairs = vec![
+        ("amount", RestrictedExpression::new_long(t.amount_minor)),
+        (
+            "currency",
+            RestrictedExpression::new_string(t.currency.clone()),
+        ),
+    ];
+    if let Some(payee) = &t.payee {
+        pairs.push(("payee", RestrictedExpression::new_string(payee.clone())));
+    }
+    record(pairs)
+}
+
+/// `context.history`.
+pub(super) fn history_record(h: &History) -> Result<RestrictedExpression, super::EvalError> {
+    record([
+        (
+            "recent_denies",
+            RestrictedExpression::new_long(h.recent_denies),
+        ),
+        (
+            "recent_challenges",
+            RestrictedExpression::new_long(h.recent_challenges),
+        ),
+        (
+            "recent_amount_total",
+            RestrictedExpression::new_long(h.recent_amount_total),
+        ),
     ])
 }
 
@@ -128,11 +195,15 @@ impl PolicySnapshot {
                 namespace: "n".into(),
                 service_account: "s".into(),
             }),
+            transaction: None,
+            history: None,
         };
         let empty = RequestFacts {
             headers: full.headers.as_ref().map(|_| Vec::new()),
             query: full.query.as_ref().map(|_| Vec::new()),
             source: None,
+            transaction: None,
+            history: None,
         };
         let ip = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let actions: BTreeSet<&str> = routes.iter().map(|r| r.action.as_str()).collect();
