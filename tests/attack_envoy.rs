@@ -374,6 +374,27 @@ async fn attack(s: &Stack, proxy: Proxy) {
             .as_ref()
             .and_then(|r| r.header("x-request-id").map(str::to_owned))
     );
+    match proxy {
+        // an edge proxy replaces a client's id
+        Proxy::Standalone => assert_ne!(line["request_id"], "victim-request-id-1"),
+        // a sidecar keeps its peer's: a correlation hint only (README "Security model")
+        Proxy::IstioSidecar => assert_eq!(line["request_id"], "victim-request-id-1"),
+    }
+    // An id that could break or forge an audit line is not used as one.
+    for forged in [&b"a\"b"[..], b"a\\b", b"caf\xc3\xa9", b"x\x7f"] {
+        let p = s
+            .raw("GET", BALANCE.as_bytes(), &[("x-request-id", forged)])
+            .await;
+        if let Some(id) = &p.decision_id {
+            let line = s.riskgate.wait_audit_line(id).await;
+            let got = line["request_id"]
+                .as_str()
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec();
+            assert_ne!(got, forged, "{proxy:?}: {forged:?} kept as the request id");
+        }
+    }
     assert!(
         defects.is_empty(),
         "{proxy:?}: a forbidden fact reached the upstream via {defects:?}"

@@ -352,6 +352,18 @@ mod tests {
             "spiffe://cluster.local/ns/bank/sa/payments/x",
             "spiffe://cluster.local/sa/payments/ns/bank",
             "spiffe://cluster.local.evil/ns/bank/sa/payments",
+            "spiffe://evil.cluster.local/ns/bank/sa/payments",
+            "spiffe://CLUSTER.LOCAL/ns/bank/sa/payments",
+            "SPIFFE://cluster.local/ns/bank/sa/payments",
+            "spiffe://cluster.local:443/ns/bank/sa/payments",
+            "spiffe://x@cluster.local/ns/bank/sa/payments",
+            "spiffe://cluster.local//ns/bank/sa/payments",
+            "spiffe://cluster.local/ns/bank/sa/payments/",
+            "spiffe://cluster.local/ns/b%61nk/sa/payments",
+            "spiffe://cluster.local/ns/bank/sa/payments?x",
+            "spiffe://cluster.local/ns/bank/sa/pay ments",
+            "spiffe://cluster.local/ns/bank/sa/payments\n",
+            " spiffe://cluster.local/ns/bank/sa/payments",
             "CN=payments",
         ] {
             assert_eq!(workload(other, &tds), None, "{other}");
