@@ -244,6 +244,9 @@ fn walked_around(p: &Probe) -> bool {
     })
 }
 
+/// Raw request headers, as written.
+type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+
 const BALANCE: &str = "/accounts/a1/balance";
 
 async fn attack(s: &Stack, proxy: Proxy) {
@@ -260,7 +263,7 @@ async fn attack(s: &Stack, proxy: Proxy) {
     let plain = s.raw("GET", &q("region=blocked"), &[]).await;
     assert_eq!(plain.status, 403, "{proxy:?}: region=blocked is forbidden");
 
-    let probes: Vec<(&str, Vec<u8>, Vec<(&str, &[u8])>)> = vec![
+    let probes: Vec<(&str, Vec<u8>, Headers)> = vec![
         (
             "header upper case",
             BALANCE.into(),
