@@ -276,7 +276,34 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
             ));
         }
     }
+    v.warnings
+        .extend(context_header_warnings(&config.context.headers, proxies));
     v
+}
+
+/// `context.headers` entries that some given proxy config lets a client send (no `jwt_authn`
+/// or header mutation writes them before ext_authz, [`proxy::trust`]): facts a client
+/// chooses, which a policy must never read as identity or tenant. Nothing without proxy
+/// configs, which alone can show who writes a header.
+fn context_header_warnings(
+    fields: &[crate::config::ContextField],
+    proxies: &ProxyFiles,
+) -> Vec<String> {
+    if proxies.envoy.is_empty() && proxies.istio.is_empty() {
+        return Vec::new();
+    }
+    fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !trusted_header_problems(&f.name, proxies).is_empty())
+        .map(|(i, f)| {
+            format!(
+                "context.headers[{i}] `{}` (context.request.headers.{}) is client-controlled: a given proxy config does not remove or overwrite a client-sent copy before ext_authz, so a policy may read it as the client's claim, never as identity or tenant",
+                f.name.to_ascii_lowercase(),
+                f.attr
+            )
+        })
+        .collect()
 }
 
 /// Across all the Istio files: ambient workloads that can be reached around the waypoint

@@ -646,3 +646,72 @@ fn check_strips_the_query_and_hints_at_method_case() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stderr).is_empty());
 }
+
+/// deploy/riskgate.yaml with `context.headers` naming `x-tenant` (any client can send it) and
+/// `x-jwt-payload` (the shipped Envoy's jwt_authn writes it), and a schema declaring both.
+fn context_headers_config(dir: &std::path::Path) -> String {
+    let policies = dir.join("policies");
+    if let Err(e) = std::fs::create_dir_all(&policies) {
+        panic!("mkdir: {e}");
+    }
+    for entry in std::fs::read_dir(repo("policies"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if !entry.path().is_file() {
+            continue;
+        }
+        let mut content = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if entry.file_name() == "schema.cedarschema" {
+            content = content.replace(
+                "\"ip\"?: __cedar::ipaddr,",
+                "\"ip\"?: __cedar::ipaddr,\n  \"headers\"?: { \"tenant\"?: String, \"payload\"?: String },",
+            );
+        }
+        if let Err(e) = std::fs::write(policies.join(entry.file_name()), content) {
+            panic!("write policy: {e}");
+        }
+    }
+    let text = std::fs::read_to_string(repo("deploy/riskgate.yaml")).unwrap_or_default();
+    let text = text.replace("../policies", &policies.to_string_lossy()).replace(
+        "context:\n",
+        "context:\n  headers: [{ name: X-Tenant, as: tenant }, { name: x-jwt-payload, as: payload, max_len: 4096 }]\n",
+    );
+    let path = dir.join("riskgate.yaml");
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("write config: {e}");
+    }
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn validate_warns_of_a_context_header_the_proxy_lets_a_client_send() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let config = context_headers_config(dir.path());
+    let envoy = repo("deploy/envoy/envoy.yaml");
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        &config,
+        "--envoy-config",
+        path_str(&envoy),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: context.headers[0] `x-tenant` (context.request.headers.tenant) is client-controlled"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("context.headers[1]"),
+        "jwt_authn writes x-jwt-payload: {stderr}"
+    );
+    // without proxy configs nothing shows who writes a header: no warning
+    let out = riskgate(&["validate", "-c", &config]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("client-controlled"));
+}

@@ -113,6 +113,27 @@ unless { context.request has ip && context.request.ip.isInRange(ip("10.0.0.0/8")
 }
 
 #[tokio::test]
+async fn an_ipv4_mapped_address_is_its_ipv4_address() {
+    // A dual-stack listener (`::` with `ipv4_compat`) reports an IPv4 client as
+    // `::ffff:a.b.c.d`; Cedar's ipaddr would take it as IPv6 and miss every IPv4 range.
+    let dir = policies_with(
+        r#"@id("test-blocked-range")
+forbid (principal, action, resource)
+when { context.request has ip && context.request.ip.isInRange(ip("203.0.113.0/24")) };
+"#,
+    );
+    let rg = start(SimConfig::default(), |c| use_policies(c, &dir)).await;
+    assert_eq!(rg.status(balance("", &[], Some("198.51.100.1"))).await, 200);
+    assert_eq!(rg.status(balance("", &[], Some("203.0.113.7"))).await, 403);
+    assert_eq!(
+        rg.status(balance("", &[], Some("::ffff:203.0.113.7")))
+            .await,
+        403
+    );
+    rg.stop().await;
+}
+
+#[tokio::test]
 async fn configured_headers_are_typed_context() {
     let dir = policies_with(
         r#"@id("test-tenant-acme-only")

@@ -58,6 +58,13 @@ mod tests {
             "a b",
             "x\"y",
             "tab\there",
+            "line\nbreak",
+            "cr\rx",
+            "back\\slash",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "caf\u{e9}",
+            "sep\u{2028}x",
             &"a".repeat(MAX_REQUEST_ID_LEN + 1),
         ] {
             assert_eq!(

@@ -45,7 +45,18 @@ pub fn gather(rules: &FactRules, req: &AccessRequest) -> Result<RequestFacts, De
     } else {
         let mut values = Vec::new();
         for field in &rules.headers {
+            if req
+                .headers
+                .keys()
+                .any(|k| *k != field.name && folds_to(k, &field.name))
+            {
+                return Err(AMBIGUOUS_HEADER);
+            }
             if let Some(raw) = req.header(&field.name) {
+                // Envoy joins a repeated header with commas; the upstream may read either copy.
+                if raw.contains(',') {
+                    return Err(AMBIGUOUS_HEADER);
+                }
                 values.push((field.attr.clone(), typed(field, raw)?));
             }
         }
@@ -72,8 +83,25 @@ pub fn gather(rules: &FactRules, req: &AccessRequest) -> Result<RequestFacts, De
     })
 }
 
-/// The configured parameters of a raw query string: names and values percent-decoded
-/// (`+` is kept as is), each configured name at most once.
+const AMBIGUOUS_HEADER: DenyReason = DenyReason::Malformed("ambiguous context header");
+const AMBIGUOUS_QUERY: DenyReason = DenyReason::Malformed("ambiguous query parameter");
+
+/// Whether header name `key` is `name` for an upstream that folds `_` into `-` (CGI, WSGI,
+/// nginx): Envoy passes underscore names under Istio.
+fn folds_to(key: &str, name: &str) -> bool {
+    key.len() == name.len()
+        && key
+            .bytes()
+            .zip(name.bytes())
+            .all(|(k, n)| k == n || (matches!(k, b'-' | b'_') && matches!(n, b'-' | b'_')))
+}
+
+/// The configured parameters of a raw query string: names and values percent-decoded,
+/// each configured name at most once. Spellings that upstreams read differently deny
+/// (a `forbid when` must not be walked around): a configured name or value with a `+`
+/// (form decoding makes it a space, riskgate does not), a name equal to a configured one
+/// but for case or `+`/spaces (some frameworks match names loosely), and a `;` in a pair
+/// with a configured name on either side of it (some servers split pairs on `;`).
 fn query_values(
     fields: &[ContextField],
     query: &str,
@@ -81,16 +109,39 @@ fn query_values(
     let mut values: Vec<(String, FactValue)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        if pair.contains(';') && pair.split(';').any(|seg| names_loosely(fields, seg)) {
+            return Err(AMBIGUOUS_QUERY);
+        }
         let name = decode(raw_name)?;
         let Some(field) = fields.iter().find(|f| f.name == name) else {
+            if names_loosely(fields, raw_name) {
+                return Err(AMBIGUOUS_QUERY);
+            }
             continue;
         };
+        if raw_name.contains('+') || raw_value.contains('+') {
+            return Err(AMBIGUOUS_QUERY);
+        }
         if values.iter().any(|(attr, _)| *attr == field.attr) {
             return Err(DenyReason::Malformed("repeated query parameter"));
         }
         values.push((field.attr.clone(), typed(field, &decode(raw_value)?)?));
     }
     Ok(values)
+}
+
+/// Whether the name of `pair` (`name[=value]`) is a configured name for a lenient reader:
+/// `+` as a space, percent-decoded, spaces trimmed, case ignored.
+fn names_loosely(fields: &[ContextField], pair: &str) -> bool {
+    let raw = pair
+        .split_once('=')
+        .map_or(pair, |(n, _)| n)
+        .replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&raw).decode_utf8_lossy();
+    let name = decoded.trim();
+    fields
+        .iter()
+        .any(|f| f.name.trim().eq_ignore_ascii_case(name))
 }
 
 /// Percent-decodes; bad escapes or non-UTF-8 deny (a configured name could hide behind them).
@@ -243,6 +294,49 @@ mod tests {
     }
 
     #[test]
+    fn header_spellings_an_upstream_reads_differently_deny() {
+        let r = rules("{ headers: [{ name: X-Tenant, as: tenant }] }");
+        for headers in [
+            &[("x-tenant", "blocked,blocked")][..],
+            &[("x-tenant", "acme, blocked")],
+            &[("x_tenant", "blocked")],
+            &[("x-tenant", "acme"), ("x_tenant", "blocked")],
+        ] {
+            assert_eq!(
+                gather(&r, &req(headers, None)),
+                Err(AMBIGUOUS_HEADER),
+                "{headers:?}"
+            );
+        }
+        assert!(gather(&r, &req(&[("x-tenant-id", "a,b"), ("x_other", "b")], None)).is_ok());
+    }
+
+    #[test]
+    fn query_spellings_an_upstream_reads_differently_deny() {
+        let r = rules("{ query: [{ name: region, as: region }] }");
+        for query in [
+            "region=no+go",
+            "region+=x",
+            "Region=blocked",
+            "REGION=blocked",
+            "r%45gion=blocked",
+            "region%20=blocked",
+            "region=ok;region=blocked",
+            "x=1;region=blocked",
+            "region=blocked;x=1",
+        ] {
+            assert_eq!(
+                gather(&r, &req(&[], Some(query))),
+                Err(AMBIGUOUS_QUERY),
+                "{query}"
+            );
+        }
+        for fine in ["x=a+b", "x=1;y=2", "regions=a", "region=no%20go&x=1"] {
+            assert!(gather(&r, &req(&[], Some(fine))).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
     fn workload_only_from_a_configured_trust_domain() {
         let tds = ["cluster.local".to_owned()];
         let w = workload("spiffe://cluster.local/ns/bank/sa/payments", &tds);
@@ -258,6 +352,18 @@ mod tests {
             "spiffe://cluster.local/ns/bank/sa/payments/x",
             "spiffe://cluster.local/sa/payments/ns/bank",
             "spiffe://cluster.local.evil/ns/bank/sa/payments",
+            "spiffe://evil.cluster.local/ns/bank/sa/payments",
+            "spiffe://CLUSTER.LOCAL/ns/bank/sa/payments",
+            "SPIFFE://cluster.local/ns/bank/sa/payments",
+            "spiffe://cluster.local:443/ns/bank/sa/payments",
+            "spiffe://x@cluster.local/ns/bank/sa/payments",
+            "spiffe://cluster.local//ns/bank/sa/payments",
+            "spiffe://cluster.local/ns/bank/sa/payments/",
+            "spiffe://cluster.local/ns/b%61nk/sa/payments",
+            "spiffe://cluster.local/ns/bank/sa/payments?x",
+            "spiffe://cluster.local/ns/bank/sa/pay ments",
+            "spiffe://cluster.local/ns/bank/sa/payments\n",
+            " spiffe://cluster.local/ns/bank/sa/payments",
             "CN=payments",
         ] {
             assert_eq!(workload(other, &tds), None, "{other}");
