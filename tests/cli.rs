@@ -723,12 +723,15 @@ fn check_ip_flag_is_the_client_address_for_cidr_policies() {
         }
         guide_check(&args)
     };
-    let (code, stdout, stderr) = reports(Some("10.1.2.3"));
-    assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(
-        stdout.contains("policy:    reports-from-the-office-network ("),
-        "{stdout}"
-    );
+    // an IPv4 client as a dual-stack listener reports it (IPv4-mapped IPv6) is that client
+    for inside in ["10.1.2.3", "::ffff:10.1.2.3"] {
+        let (code, stdout, stderr) = reports(Some(inside));
+        assert_eq!(code, Some(0), "{inside}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("policy:    reports-from-the-office-network ("),
+            "{stdout}"
+        );
+    }
     for outside in [Some("203.0.113.7"), Some("2001:db8::1"), None] {
         let (code, stdout, _) = reports(outside);
         assert_eq!(code, Some(2), "{outside:?}: {stdout}");
