@@ -105,6 +105,8 @@ enum Command {
         /// Extra verified claims as a JSON object, e.g. '{"amr":["mfa"]}'.
         #[arg(long, default_value = "{}")]
         claims: String,
+        #[command(flatten)]
+        request: Box<RequestArgs>,
     },
     /// Re-decide recorded traffic (an audit log) with a candidate policy set and print what
     /// would change; uses the config's schema, entities and routes.
@@ -129,6 +131,26 @@ enum Command {
     Test(TestArgs),
 }
 
+/// `riskgate check` flags that shape the request; with --input they replace or add to it.
+#[derive(Args, Debug)]
+struct RequestArgs {
+    /// Request header 'name: value' (repeatable; a name given twice is joined with `,` as
+    /// Envoy joins it; replaces the --input header of that name).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The client address (Cedar's `context.request.ip`), instead of the --input's.
+    #[arg(long, value_name = "ADDR")]
+    ip: Option<String>,
+    /// The calling workload's peer principal (the Check's `attributes.source.principal`),
+    /// e.g. spiffe://cluster.local/ns/bank/sa/payments.
+    #[arg(long, value_name = "URI")]
+    source_principal: Option<String>,
+    /// Request body: JSON text, or @FILE; adds `content-type: application/json` unless a
+    /// --header names the content type.
+    #[arg(long, value_name = "JSON|@FILE")]
+    body: Option<String>,
+}
+
 #[derive(Args, Debug)]
 struct TestArgs {
     #[command(flatten)]
@@ -147,7 +169,22 @@ fn parse_recommendation(s: &str) -> Result<RecommendationType, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error exits 1 like any other error: 2 is `check`'s "not allowed".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+            // --help and --version print to stdout and exit 0.
+            if let Err(print) = e.print() {
+                eprintln!("riskgate: {print}");
+            }
+            return code;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -254,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recommendation,
             challenge_type,
             claims,
+            request,
         } => {
             let config = Config::load(&config.config)?;
             let claims: serde_json::Map<String, serde_json::Value> =
@@ -269,6 +307,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 recommendation,
                 challenge_type,
                 json,
+                request: offline::check_request::RequestFlags {
+                    headers: request.headers,
+                    ip: request.ip,
+                    source_principal: request.source_principal,
+                    body: request.body,
+                },
             };
             Ok(offline::check::run(&config, check).await?)
         }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 pub mod check;
 pub mod check_input;
+pub mod check_request;
 pub mod policy_test;
 pub mod replay;
 pub mod scripted;

@@ -715,3 +715,264 @@ fn validate_warns_of_a_context_header_the_proxy_lets_a_client_send() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("client-controlled"));
 }
+
+/// The policies guide's config (examples/guide): a typed `x-api-version` header, CIDR
+/// policies, a workload policy.
+fn guide_config() -> String {
+    repo("examples/guide/riskgate.yaml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `riskgate check -c <guide config>` with `args`: (exit code, stdout, stderr).
+fn guide_check(args: &[&str]) -> (Option<i32>, String, String) {
+    let config = guide_config();
+    let mut all = vec!["check", "-c", &config];
+    all.extend_from_slice(args);
+    let out = riskgate(&all);
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn check_header_flag_feeds_a_typed_context_header() {
+    let statement = |extra: &[&str]| {
+        let mut args = vec!["--method", "GET", "--path", "/accounts/a1/statement"];
+        args.extend_from_slice(&["--principal", "u1"]);
+        args.extend_from_slice(extra);
+        guide_check(&args)
+    };
+    // the name is matched case-insensitively, the value typed as a Long
+    let (code, stdout, stderr) = statement(&["--header", "X-Api-Version: 2"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("policy:    owner-reads ("), "{stdout}");
+    let (code, stdout, _) = statement(&["--header", "x-api-version: 1"]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("decision:  policy_deny\n"), "{stdout}");
+    assert!(
+        stdout.contains("policy:    statements-need-api-v2 ("),
+        "{stdout}"
+    );
+    let (code, stdout, _) = statement(&[]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("decision:  policy_deny\n"), "{stdout}");
+    // not a Long: a malformed request, as under serve
+    let (code, stdout, _) = statement(&["--header", "x-api-version: v2"]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains("decision:  malformed_request\n"),
+        "{stdout}"
+    );
+    // a name given twice is joined as Envoy joins it (`2,3`), which a Long refuses
+    let (code, stdout, _) = statement(&[
+        "--header",
+        "x-api-version: 2",
+        "--header",
+        "x-api-version: 3",
+    ]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains("decision:  malformed_request\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_ip_flag_is_the_client_address_for_cidr_policies() {
+    let reports = |ip: Option<&str>| {
+        let mut args = vec![
+            "--method",
+            "GET",
+            "--path",
+            "/reports/daily",
+            "--principal",
+            "u1",
+        ];
+        if let Some(ip) = ip {
+            args.extend_from_slice(&["--ip", ip]);
+        }
+        guide_check(&args)
+    };
+    // an IPv4 client as a dual-stack listener reports it (IPv4-mapped IPv6) is that client
+    for inside in ["10.1.2.3", "::ffff:10.1.2.3"] {
+        let (code, stdout, stderr) = reports(Some(inside));
+        assert_eq!(code, Some(0), "{inside}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("policy:    reports-from-the-office-network ("),
+            "{stdout}"
+        );
+    }
+    for outside in [Some("203.0.113.7"), Some("2001:db8::1"), None] {
+        let (code, stdout, _) = reports(outside);
+        assert_eq!(code, Some(2), "{outside:?}: {stdout}");
+        assert!(stdout.contains("decision:  policy_deny\n"), "{stdout}");
+    }
+    // a forbid on a range beats the low band's permit
+    let withdraw = |ip: &str| {
+        guide_check(&[
+            "--method",
+            "POST",
+            "--path",
+            "/accounts/a1/withdraw",
+            "--principal",
+            "u1",
+            "--risk-score",
+            "12",
+            "--ip",
+            ip,
+        ])
+    };
+    let (code, stdout, _) = withdraw("198.51.100.23");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains("policy:    no-writes-from-the-test-range ("),
+        "{stdout}"
+    );
+    let (code, stdout, _) = withdraw("198.51.101.23");
+    assert_eq!(code, Some(0), "{stdout}");
+}
+
+#[test]
+fn check_source_principal_flag_names_the_calling_workload() {
+    let settle = |principal: &str| {
+        guide_check(&[
+            "--method",
+            "POST",
+            "--path",
+            "/internal/settle",
+            "--source-principal",
+            principal,
+        ])
+    };
+    let (code, stdout, stderr) = settle("spiffe://cluster.local/ns/bank/sa/payments");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("policy:    settle-only-payments ("),
+        "{stdout}"
+    );
+    for other in [
+        "spiffe://cluster.local/ns/web/sa/frontend",
+        // a trust domain the config does not list: no `context.source`
+        "spiffe://evil.example/ns/bank/sa/payments",
+        "spiffe://cluster.local/ns/bank/sa/payments/extra",
+        "",
+    ] {
+        let (code, stdout, _) = settle(other);
+        assert_eq!(code, Some(2), "{other}: {stdout}");
+        assert!(stdout.contains("decision:  policy_deny\n"), "{stdout}");
+    }
+}
+
+#[test]
+fn check_flags_override_and_add_to_an_input_check_request() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let input = dir.path().join("check.json");
+    let json = r#"{"attributes":{
+        "source":{"address":{"socketAddress":{"address":"203.0.113.7"}},
+                  "principal":"spiffe://cluster.local/ns/web/sa/frontend"},
+        "request":{"http":{"method":"GET","path":"/reports/daily",
+            "headers":{"X-Api-Version":"1"}}},
+        "metadataContext":{"filterMetadata":{"envoy.filters.http.jwt_authn":
+            {"jwt_payload":{"sub":"u1"}}}}}}"#;
+    if let Err(e) = std::fs::write(&input, json) {
+        panic!("write: {e}");
+    }
+    let input = path_str(&input).to_owned();
+    let (code, stdout, _) = guide_check(&["--input", &input]);
+    assert_eq!(code, Some(2), "{stdout}");
+    let (code, stdout, stderr) = guide_check(&["--input", &input, "--ip", "10.9.9.9"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("principal: User::\"u1\"\n"), "{stdout}");
+
+    // the same input on the settle route: --source-principal replaces the input's
+    let settle = json.replace(
+        "GET\",\"path\":\"/reports/daily",
+        "POST\",\"path\":\"/internal/settle",
+    );
+    if let Err(e) = std::fs::write(&input, settle) {
+        panic!("write: {e}");
+    }
+    let (code, stdout, _) = guide_check(&["--input", &input]);
+    assert_eq!(code, Some(2), "{stdout}");
+    let (code, stdout, stderr) = guide_check(&[
+        "--input",
+        &input,
+        "--source-principal",
+        "spiffe://cluster.local/ns/bank/sa/payments",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let d: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+    assert_eq!(d["policies"][0]["id"], "settle-only-payments", "{stdout}");
+
+    // --header replaces the input's header of that name, whatever its case
+    let statement = json.replace("/reports/daily", "/accounts/a1/statement");
+    if let Err(e) = std::fs::write(&input, statement) {
+        panic!("write: {e}");
+    }
+    let (code, stdout, _) = guide_check(&["--input", &input]);
+    assert_eq!(code, Some(2), "{stdout}");
+    let (code, stdout, stderr) = guide_check(&["--input", &input, "--header", "x-api-version: 2"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}
+
+#[test]
+fn check_bad_flag_values_exit_1_naming_the_flag() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let missing = dir.path().join("missing.json");
+    let at_missing = format!("@{}", path_str(&missing));
+    let big = format!(r#"{{"memo":"{}"}}"#, "x".repeat(70_000));
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--ip", "10.0.0.256"],
+            "--ip `10.0.0.256` is not an ip address",
+        ),
+        (
+            &["--header", "x-api-version 2"],
+            "--header `x-api-version 2`",
+        ),
+        (&["--header", "x api: 2"], "--header `x api: 2`"),
+        (&["--body", "{amount: 1}"], "--body is not JSON"),
+        (&["--body", &at_missing], "--body: cannot read `"),
+        // over `limits.max_body_bytes` (64 KiB): refused as serve refuses it
+        (&["--body", &big], "exceeds a limit: BodyBytes"),
+        // a usage error is not "not allowed" (2) either
+        (&["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["--method", "POST", "--path", "/accounts/a1/withdraw"];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = guide_check(&args);
+        assert_eq!(code, Some(1), "{extra:?}: {stdout}{stderr}");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    // a good body, inline or from a file, is accepted (nothing reads it yet on this route)
+    let body = dir.path().join("body.json");
+    if let Err(e) = std::fs::write(&body, r#"{"amount": 120.00, "currency": "USD"}"#) {
+        panic!("write: {e}");
+    }
+    for arg in [
+        format!("@{}", path_str(&body)),
+        r#"{"amount": 1}"#.to_owned(),
+    ] {
+        let (code, stdout, stderr) = guide_check(&[
+            "--method",
+            "POST",
+            "--path",
+            "/accounts/a1/withdraw",
+            "--principal",
+            "u1",
+            "--risk-score",
+            "12",
+            "--body",
+            &arg,
+        ]);
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+    }
+}

@@ -1,13 +1,15 @@
 //! `riskgate check`: one request decided offline ([`super::scripted`]), printed for people
-//! or as JSON (`--json`); the request from flags or from a CheckRequest JSON (`--input`).
+//! or as JSON (`--json`); the request from flags or from a CheckRequest JSON (`--input`),
+//! with `--header`, `--ip`, `--source-principal` and `--body` laid over it
+//! ([`super::check_request`]).
 
 use super::check_input;
+use super::check_request::{self, FlagError, RequestFlags};
 use super::scripted::{self, ScriptedRecommendation, ScriptedRisk};
 use crate::config::Config;
 use crate::decision::Decision;
 use crate::identity::Principal;
 use crate::policy::Snapshot;
-use crate::request::AccessRequest;
 use crate::risk::RecommendationType;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -36,6 +38,8 @@ pub struct CheckArgs {
     pub challenge_type: Option<String>,
     /// Print JSON.
     pub json: bool,
+    /// `--header`, `--ip`, `--source-principal`, `--body`: laid over the request.
+    pub request: RequestFlags,
 }
 
 /// Why a check could not be made (a denial is not an error).
@@ -50,7 +54,10 @@ pub enum CheckError {
         #[source]
         source: std::io::Error,
     },
-    /// The `--input` file is not a usable CheckRequest.
+    /// A request-shaping flag has a bad value.
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    /// The `--input` file (or the request from flags) is not a usable CheckRequest.
     #[error("{path}: {source}")]
     Input {
         /// The file.
@@ -67,30 +74,34 @@ pub enum CheckError {
     Json(#[from] serde_json::Error),
 }
 
-/// Decides and prints; exit 0 on allow, 2 on a denial (errors are returned).
+/// Decides and prints; exit 0 on allow, 2 on any other answer (errors are returned, and
+/// the command line exits 1 on them).
 pub async fn run(config: &Config, args: CheckArgs) -> Result<ExitCode, CheckError> {
-    let mut req = match &args.input {
+    let over = args.request.parse()?;
+    let (base, from_input) = match &args.input {
         Some(file) => {
             let text = std::fs::read_to_string(file).map_err(|source| CheckError::Read {
                 path: file.clone(),
                 source,
             })?;
-            check_input::access_request(config, &text).map_err(|source| CheckError::Input {
+            let check = check_input::parse(&text).map_err(|source| CheckError::Input {
                 path: file.clone(),
                 source,
-            })?
+            })?;
+            (check, true)
         }
-        None => {
-            let (path, query) = match args.path.split_once('?') {
-                Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-                None => (args.path.clone(), None),
-            };
-            let mut req = AccessRequest::new(&args.method, &path);
-            req.query = query;
-            req.host = args.host.to_ascii_lowercase();
-            req
-        }
+        None => (
+            check_request::from_flags(&args.method, &args.path, &args.host),
+            false,
+        ),
     };
+    let mut req =
+        check_request::access_request(config, base, &over, from_input).map_err(|source| {
+            CheckError::Input {
+                path: args.input.clone().unwrap_or_else(|| "command line".into()),
+                source,
+            }
+        })?;
     if let Some(hint) = check_input::method_hint(&req.method) {
         eprintln!("hint: {hint}");
     }

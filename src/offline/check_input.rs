@@ -36,14 +36,29 @@ pub enum InputError {
 /// Parses `text` (a CheckRequest in proto3 JSON) into the request `serve` would decide on,
 /// under the config's limits and `client_address.xff_trusted_hops`.
 pub fn access_request(config: &Config, text: &str) -> Result<AccessRequest, InputError> {
+    let check = parse(text)?;
+    Ok(extract::access_request_within(
+        &check,
+        None,
+        &edge_rules(config),
+    )?)
+}
+
+/// Parses `text` (a CheckRequest in proto3 JSON) into the CheckRequest, unconverted, so
+/// `riskgate check` can lay its flags over it ([`super::check_request`]).
+pub fn parse(text: &str) -> Result<CheckRequest, InputError> {
     let json: Value = serde_json::from_str(text)?;
-    let check = check_request(&json)?;
-    let rules = EdgeRules {
+    check_request(&json)
+}
+
+/// What `serve` enforces at the edge under `config`: its limits, the single action-token
+/// header and `client_address.xff_trusted_hops`.
+pub fn edge_rules(config: &Config) -> EdgeRules {
+    EdgeRules {
         limits: config.limits.clone(),
         single: vec![crate::decide::DecideSettings::from_config(config).token_header],
         xff_trusted_hops: config.client_address.xff_trusted_hops,
-    };
-    Ok(extract::access_request_within(&check, None, &rules)?)
+    }
 }
 
 /// `did you mean GET?` when `method` is a standard method in the wrong case: routes match

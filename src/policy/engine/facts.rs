@@ -156,9 +156,11 @@ pub(super) fn history_record(h: &History) -> Result<RestrictedExpression, super:
     ])
 }
 
-/// The client address as Cedar's `ipaddr`.
+/// The client address as Cedar's `ipaddr`. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`,
+/// how a dual-stack listener reports an IPv4 client) is that IPv4 address: Cedar cannot parse
+/// the dotted IPv6 form (every policy reading `ip` would error), and `10.0.0.0/8` must match.
 pub(super) fn ip_expr(ip: IpAddr) -> RestrictedExpression {
-    RestrictedExpression::new_ip(ip.to_string())
+    RestrictedExpression::new_ip(ip.to_canonical().to_string())
 }
 
 fn sample(fields: &[ContextField]) -> Vec<(String, FactValue)> {
