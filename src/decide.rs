@@ -3,12 +3,13 @@
 //! order and records what they found.
 //!
 //! ```text
-//! hygiene ─► route ─► principal ─► facts ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403        403  401/403/429/503 403     403          401      403/503
+//! hygiene ─► route ─► principal ─► facts ─► history ─► risk ─► gate ─► authorize ─► step-up ─► uses
+//!   403     403/pass     403        403      503   401/403/429/503 403    403/401        401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
-//! to allow.
+//! to allow. The [`history`] opened before risk is settled with the verdict in
+//! [`Decider::decide`] (a deny releases the reservation and is counted).
 
 pub mod authorize;
 pub mod facts;

@@ -233,6 +233,8 @@ fn apply_to(
     let writes = update.amount > 0 || update.denies > 0 || update.challenges > 0;
     if writes && !slices.iter().any(|s| s.bucket == now) {
         let at = slices.partition_point(|s| s.bucket < now);
+        // one slice is the common case: no spare capacity per principal
+        slices.reserve_exact(1);
         slices.insert(
             at,
             Slice {
@@ -269,7 +271,10 @@ fn change_amount(slice: &mut Slice, currency: &str, amount: i64) {
         Some((_, held)) if amount < 0 && *held >= amount.saturating_neg() => {
             *held = held.saturating_add(amount);
         }
-        None if amount > 0 => slice.amounts.push((currency.into(), amount)),
+        None if amount > 0 => {
+            slice.amounts.reserve_exact(1);
+            slice.amounts.push((currency.into(), amount));
+        }
         _ => {}
     }
 }
