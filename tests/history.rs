@@ -607,3 +607,56 @@ async fn parallel_withdrawals_never_pass_the_cap_on_redis() {
         "PTTL {ttl} of {key}, at most {most}"
     );
 }
+
+#[tokio::test]
+async fn the_risk_skip_probe_sees_the_history() {
+    // Without the history in the probe's facts this permit could never hold (`context has
+    // history` false), so the probe would skip the API call and deny.
+    let dir = support::procs::TestDir::new("history-probe");
+    let permit = "@id(\"withdraw-without-recent-denies\")\n\
+        permit (principal is User, action == Action::\"withdraw\", resource)\n\
+        when { context has history && context.history.recent_denies == 0 && context.risk.band == \"low\" };\n";
+    policy_dir(dir.path(), false, &[("probe.cedar", permit)]);
+    let risk = Arc::new(ScriptedRisk::default());
+    script(&risk, "low", 12.0, "u1");
+    let d = decider(&config_over(dir.path()), risk.clone(), Counting::new());
+    let answer = decide(&d, withdraw("u1", "a1", "low", json!({}))).await;
+    assert_eq!(answer.verdict, Verdict::Allow);
+    assert!(!answer.risk_skipped);
+    assert_eq!(risk.calls(), 1, "the API was asked");
+}
+
+#[tokio::test]
+async fn a_reload_decides_again_whether_history_is_kept() {
+    let without = support::procs::TestDir::new("history-reload-without");
+    policy_dir(without.path(), true, &[]);
+    let with = support::procs::TestDir::new("history-reload-with");
+    policy_dir(with.path(), true, &[("history.cedar", &history_example())]);
+    let store = Counting::new();
+    let d = decider(
+        &config_over(without.path()),
+        Arc::new(ScriptedRisk::default()),
+        store.clone(),
+    );
+    let read = || {
+        with_user(
+            request("GET", "/accounts/a1/balance", None),
+            "u1",
+            json!({}),
+        )
+    };
+    decide(&d, read()).await;
+    assert_eq!(store.calls(), 0);
+    match riskgate::policy::load_snapshot(&config_over(with.path())) {
+        Ok(s) => d.swap_snapshot(s),
+        Err(e) => panic!("{e}"),
+    }
+    decide(&d, read()).await;
+    assert_eq!(store.calls(), 1, "a policy now reads context.history");
+    match riskgate::policy::load_snapshot(&config_over(without.path())) {
+        Ok(s) => d.swap_snapshot(s),
+        Err(e) => panic!("{e}"),
+    }
+    decide(&d, read()).await;
+    assert_eq!(store.calls(), 1, "and no longer does");
+}
