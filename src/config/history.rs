@@ -82,7 +82,12 @@ mod tests {
 
     #[test]
     fn defaults_and_bad_values_name_the_field() {
-        assert_eq!(parse("{}"), Ok(HistoryConfig::default()));
+        let documented = HistoryConfig {
+            window: Duration::from_secs(600),
+            buckets: 10,
+            max_principals: 100_000,
+        };
+        assert_eq!(parse("{}"), Ok(documented), "README's defaults");
         let c = parse("{ window: 250, buckets: 5 }").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.window, Duration::from_millis(250));
         for (yaml, field) in [
