@@ -8,6 +8,7 @@ mod answer;
 mod client_address;
 mod context;
 pub mod duration;
+mod history;
 mod identity;
 mod lifecycle;
 mod limits;
@@ -22,6 +23,7 @@ mod tls;
 pub use answer::AnswerConfig;
 pub use client_address::ClientAddressConfig;
 pub use context::{ContextConfig, ContextField, FieldType, WorkloadConfig};
+pub use history::HistoryConfig;
 pub use identity::{
     IdentityConfig, JwtMetadataSource, StepUpConfig, TrustedHeader, TrustedHeaderFormat,
 };
@@ -139,6 +141,9 @@ pub struct Config {
     /// Request headers, query parameters and the calling workload put into Cedar's context.
     #[serde(default)]
     pub context: ContextConfig,
+    /// The per-principal window of recent outcomes behind `context.history`.
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 /// gRPC and admin listening addresses.
@@ -370,6 +375,7 @@ impl Config {
         }
         self.identity.validate()?;
         self.context.validate()?;
+        self.history.validate()?;
         self.shutdown.validate()?;
         self.limits.validate()?;
         self.listen.validate()?;

@@ -3,19 +3,22 @@
 //! order and records what they found.
 //!
 //! ```text
-//! hygiene ─► route ─► principal ─► facts ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403        403  401/403/429/503 403     403          401      403/503
+//! hygiene ─► route ─► principal ─► facts ─► history ─► risk ─► gate ─► authorize ─► step-up ─► uses
+//!   403     403/pass     403        403      503   401/403/429/503 403    403/401        401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
-//! to allow.
+//! to allow. The [`history`] opened before risk is settled with the verdict in
+//! [`Decider::decide`] (a deny releases the reservation and is counted).
 
 pub mod authorize;
 pub mod facts;
+pub mod history;
 pub mod hygiene;
 pub mod principal;
 pub mod risk;
 pub mod route;
+pub mod step_up;
 pub mod strip;
 pub mod uses;
 
@@ -67,6 +70,8 @@ pub struct DecideSettings {
     pub max_uses_per_principal: u32,
     /// Headers, query parameters and workload put into Cedar's context (`context`).
     pub facts: facts::FactRules,
+    /// The per-principal window behind `context.history` (`history`).
+    pub history: history::HistorySettings,
 }
 
 impl DecideSettings {
@@ -94,6 +99,10 @@ impl DecideSettings {
             },
             max_uses_per_principal: config.state.max_uses_per_principal,
             facts: facts::FactRules::new(&config.context),
+            history: history::HistorySettings {
+                window: config.history.window(),
+                retry_after_s: u32::try_from(risk.retry_after.as_secs()).unwrap_or(u32::MAX),
+            },
         }
     }
 }
@@ -163,10 +172,15 @@ impl Decider {
         d.strip_headers = self.headers_to_strip(req);
         d.enforced = self.settings.mode == Mode::Enforce;
         let snapshot = self.snapshot.load_full();
-        d.verdict = match self.evaluate(&snapshot, req, &mut d).await {
+        let mut ticket = None;
+        d.verdict = match self.evaluate(&snapshot, req, &mut d, &mut ticket).await {
             Ok(()) => Verdict::Allow,
             Err(reason) => Verdict::Deny(reason),
         };
+        if let Some(ticket) = &ticket {
+            let (settings, store) = (&self.settings.history, &*self.uses);
+            history::close(settings, store, ticket, &d.verdict, d.enforced).await;
+        }
         d.timings.total = started.elapsed();
         d
     }
@@ -178,12 +192,14 @@ impl Decider {
             .for_headers(req.headers.keys().map(String::as_str))
     }
 
-    /// The stages in order; the first deny ends the decision.
+    /// The stages in order; the first deny ends the decision. `ticket` gets the history
+    /// opened for this Check, which [`Decider::decide`] settles with the verdict.
     async fn evaluate(
         &self,
         snapshot: &Snapshot,
         req: &AccessRequest,
         d: &mut Decision,
+        ticket: &mut Option<history::Ticket>,
     ) -> Result<(), DenyReason> {
         hygiene::check(req)?;
         let (route, resource_id) = match route::resolve(&snapshot.routes, req)? {
@@ -198,7 +214,17 @@ impl Decider {
 
         let principal = principal::identify(&self.settings.identity, req)?;
         d.principal = Some(principal.label());
-        let facts = facts::gather(&self.settings.facts, req)?;
+        let mut facts = facts::gather(&self.settings.facts, req)?;
+        let wanted = snapshot.policies.reads_history()
+            || snapshot.shadow.as_ref().is_some_and(|s| s.reads_history());
+        *ticket = history::open(
+            &self.settings.history,
+            &*self.uses,
+            wanted,
+            &principal,
+            &mut facts,
+        )
+        .await?;
 
         let subject = authorize::Subject {
             route,
@@ -225,14 +251,16 @@ impl Decider {
         d.band = risk.band;
         risk::gate(&risk)?;
 
-        authorize::authorize(
+        let authorized = authorize::authorize(
             &snapshot.policies,
             snapshot.shadow.as_ref(),
             &subject,
             req,
             &risk,
             d,
-        )?;
+        );
+        let live = &snapshot.policies;
+        step_up::from_policies(&self.settings, live, &subject, req, &risk, authorized, d)?;
         risk::require_step_up(&self.settings, &risk, &principal)?;
         let limits = uses::UseLimits {
             max_age_ms: self.settings.max_age_ms,

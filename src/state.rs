@@ -14,6 +14,7 @@
 //! store, logged once per episode). Build the store with [`build`].
 
 mod guard;
+pub mod history;
 mod key;
 mod memory;
 pub mod principal_record;
@@ -21,11 +22,12 @@ pub mod reccache;
 mod redis;
 
 pub use guard::Guarded;
+pub use history::{HistoryTotals, HistoryUpdate, HistoryWindow, MemoryHistory};
 pub use key::Key;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
-use crate::config::{StateConfig, StoreKind};
+use crate::config::{HistoryConfig, StateConfig, StoreKind};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -78,6 +80,21 @@ pub trait StateStore: Send + Sync + 'static {
         value: &'a [u8],
         ttl_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Applies `update` to `principal`'s recent history and returns the totals of the
+    /// window ending at `update.at_ms`, atomically (see [`history`]). A store that keeps no
+    /// history answers [`StoreError::Protocol`].
+    fn history<'a>(
+        &'a self,
+        principal: &'a str,
+        window: HistoryWindow,
+        update: HistoryUpdate<'a>,
+    ) -> BoxFuture<'a, Result<HistoryTotals, StoreError>> {
+        let _ = (principal, window, update);
+        Box::pin(std::future::ready(Err(StoreError::Protocol(
+            "this store keeps no history".into(),
+        ))))
+    }
 
     /// `memory` or `redis`, for metrics and logs.
     fn kind(&self) -> &'static str;
@@ -193,8 +210,20 @@ pub async fn build(
     config: &StateConfig,
     observer: Arc<dyn StateObserver>,
 ) -> Result<Arc<dyn StateStore>, StoreError> {
+    build_with_history(config, &HistoryConfig::default(), observer).await
+}
+
+/// [`build`], with the memory stores' history (this one's, or the `local` fallback's)
+/// bounded by `history.max_principals`.
+pub async fn build_with_history(
+    config: &StateConfig,
+    history: &HistoryConfig,
+    observer: Arc<dyn StateObserver>,
+) -> Result<Arc<dyn StateStore>, StoreError> {
     match config.store {
-        StoreKind::Memory => Ok(Arc::new(MemoryStore::new(config.max_entries))),
+        StoreKind::Memory => Ok(Arc::new(
+            MemoryStore::new(config.max_entries).with_history(history),
+        )),
         StoreKind::Redis => {
             let redis = config.redis.as_ref().ok_or_else(|| StoreError::Config {
                 field: "state.redis",
@@ -203,7 +232,9 @@ pub async fn build(
             let timeout = config.timeout;
             let store = RedisStore::connect(redis, timeout).await?;
             store.check_eviction_policy(redis.allow_eviction).await?;
-            Ok(Arc::new(Guarded::new(Arc::new(store), config, observer)))
+            Ok(Arc::new(
+                Guarded::new(Arc::new(store), config, observer).with_local_history(history),
+            ))
         }
     }
 }

@@ -81,6 +81,15 @@ impl StateStore for Probe {
         self.inner.put(key, value, ttl_ms)
     }
 
+    fn history<'a>(
+        &'a self,
+        principal: &'a str,
+        window: state::HistoryWindow,
+        update: state::HistoryUpdate<'a>,
+    ) -> BoxFuture<'a, Result<state::HistoryTotals, StoreError>> {
+        self.inner.history(principal, window, update)
+    }
+
     fn kind(&self) -> &'static str {
         "probe"
     }

@@ -35,29 +35,8 @@ pub fn authorize(
     risk: &RiskOutcome,
     d: &mut Decision,
 ) -> Result<(), DenyReason> {
-    let rec = risk.assessment.as_ref().map(|a| &a.recommendation);
-    let context = ContextInput {
-        risk_present: rec.is_some(),
-        outage: risk.outage,
-        score: rec.map_or(0, |r| score_for_policy(r.risk_score)),
-        band: risk.band.as_str(),
-        recommendation: rec.map_or("NONE", |r| r.kind.as_str()),
-        reasons: rec.map_or(&[][..], |r| &r.reasons[..]),
-        method: &req.method,
-        path: &req.path,
-        host: &req.host,
-        ip: req.source_ip,
-        facts: subject.facts,
-    };
     let started = Instant::now();
-    let input = PolicyInput {
-        principal: subject.principal,
-        claims_as_attributes: subject.claims_as_attributes,
-        action: &subject.route.action,
-        resource_type: &subject.route.resource.entity_type,
-        resource_id: subject.resource_id,
-        context,
-    };
+    let input = input_of(subject, req, risk);
     let answer = live.evaluate(&input);
     d.timings.cedar = started.elapsed();
     if let Some(shadow) = shadow {
@@ -88,6 +67,37 @@ pub fn authorize(
         return Err(DenyReason::PolicyDeny);
     }
     Ok(())
+}
+
+/// The Cedar input of `subject` with the risk found: what [`authorize`] (and a
+/// re-evaluation with step-up forbids waived) puts to Cedar.
+pub fn input_of<'a>(
+    subject: &'a Subject<'a>,
+    req: &'a AccessRequest,
+    risk: &'a RiskOutcome,
+) -> PolicyInput<'a> {
+    let rec = risk.assessment.as_ref().map(|a| &a.recommendation);
+    let context = ContextInput {
+        risk_present: rec.is_some(),
+        outage: risk.outage,
+        score: rec.map_or(0, |r| score_for_policy(r.risk_score)),
+        band: risk.band.as_str(),
+        recommendation: rec.map_or("NONE", |r| r.kind.as_str()),
+        reasons: rec.map_or(&[][..], |r| &r.reasons[..]),
+        method: &req.method,
+        path: &req.path,
+        host: &req.host,
+        ip: req.source_ip,
+        facts: subject.facts,
+    };
+    PolicyInput {
+        principal: subject.principal,
+        claims_as_attributes: subject.claims_as_attributes,
+        action: &subject.route.action,
+        resource_type: &subject.route.resource.entity_type,
+        resource_id: subject.resource_id,
+        context,
+    }
 }
 
 /// Evaluates the shadow set on the same input (same context: no second risk lookup) and

@@ -69,6 +69,8 @@ pub struct PolicySnapshot {
     actions: Entities,
     read_actions: HashSet<String>,
     origins: HashMap<String, String>,
+    /// History reads and step-up forbids (see [`traits`]).
+    traits: traits::PolicyTraits,
 }
 
 fn type_name(name: &str) -> Result<EntityTypeName, EvalError> {
@@ -122,7 +124,9 @@ impl PolicySnapshot {
     pub fn with_policies_from(&self, dir: &Path) -> Result<PolicySnapshot, PolicyError> {
         let (policies, origins) = load::load_policy_set(dir, &self.schema)?;
         let slices = PolicySlices::build(&policies, &self.schema, &[&self.actions, &self.entities]);
+        let traits = traits::PolicyTraits::of(&policies);
         Ok(PolicySnapshot {
+            traits,
             schema: self.schema.clone(),
             policies,
             slices,
@@ -154,7 +158,9 @@ impl PolicySnapshot {
             .map(|a| a.id().unescaped().to_owned())
             .collect();
         let slices = PolicySlices::build(&policies, &schema, &[&actions, &entities]);
+        let traits = traits::PolicyTraits::of(&policies);
         Ok(PolicySnapshot {
+            traits,
             schema,
             policies,
             slices,
@@ -509,5 +515,7 @@ impl ContextInput<'_> {
 
 mod facts;
 mod partial;
+mod traits;
+pub use traits::STEP_UP_ANNOTATION;
 #[cfg(test)]
 mod slicing_props;

@@ -99,7 +99,12 @@ impl App {
         // `risk_api`; the metrics read the assessor and the audit sink at every scrape.
         let risk_api = RiskApiMetrics::default();
         let state_metrics = StateMetrics::default();
-        let store = state::build(&config.state, Arc::new(state_metrics.clone())).await?;
+        let store = state::build_with_history(
+            &config.state,
+            &config.history,
+            Arc::new(state_metrics.clone()),
+        )
+        .await?;
         let (assessor, tokens) = match &config.risk {
             Some(risk) => {
                 let (mut a, t) = risk::build_assessor(risk, Some(Arc::new(risk_api.clone())))?;

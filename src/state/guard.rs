@@ -5,8 +5,11 @@
 //! episode (when it starts and when it ends) and counted through the observer. Only the
 //! store's own faults ([`StoreError::is_fault`]) count; an unexpected answer does not.
 
-use super::{BoxFuture, Key, MemoryStore, StateObserver, StateStore, StoreError, UseOutcome};
-use crate::config::{OnFailure, StateConfig};
+use super::{
+    BoxFuture, HistoryTotals, HistoryUpdate, HistoryWindow, Key, MemoryStore, StateObserver,
+    StateStore, StoreError, UseOutcome,
+};
+use crate::config::{HistoryConfig, OnFailure, StateConfig};
 use crate::risk::breaker::{Breaker, BreakerState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,6 +51,12 @@ impl Guarded {
             observer,
             degraded: AtomicBool::new(false),
         }
+    }
+
+    /// Bounds the `local` fallback's history by `history.max_principals`.
+    pub fn with_local_history(mut self, history: &HistoryConfig) -> Guarded {
+        self.fallback = self.fallback.map(|m| m.with_history(history));
+        self
     }
 
     /// The breaker's state, for metrics.
@@ -148,6 +157,19 @@ impl StateStore for Guarded {
         ))
     }
 
+    fn history<'a>(
+        &'a self,
+        principal: &'a str,
+        window: HistoryWindow,
+        update: HistoryUpdate<'a>,
+    ) -> BoxFuture<'a, Result<HistoryTotals, StoreError>> {
+        Box::pin(self.run(
+            "history",
+            move |p| p.history(principal, window, update),
+            move |m| m.history(principal, window, update),
+        ))
+    }
+
     fn kind(&self) -> &'static str {
         self.primary.kind()
     }
@@ -208,6 +230,14 @@ mod tests {
             t: u64,
         ) -> BoxFuture<'a, Result<(), StoreError>> {
             self.inner.put(k, v, t)
+        }
+        fn history<'a>(
+            &'a self,
+            principal: &'a str,
+            window: HistoryWindow,
+            update: HistoryUpdate<'a>,
+        ) -> BoxFuture<'a, Result<HistoryTotals, StoreError>> {
+            self.inner.history(principal, window, update)
         }
         fn kind(&self) -> &'static str {
             "flaky"

@@ -89,6 +89,15 @@ impl Key {
         }
     }
 
+    /// The same subject's record named `field` (no second hash of the subject).
+    pub fn with_field(&self, field: &str) -> Key {
+        Key {
+            space: self.space,
+            tag: self.tag.clone(),
+            field: Some(field.to_owned()),
+        }
+    }
+
     /// The key as written to the store: `<prefix>:<space>:{<tag>}[:<field>]`.
     pub fn render(&self, prefix: &str) -> String {
         let mut out = format!("{prefix}:{}:{{{}}}", self.space.as_str(), self.tag);

@@ -3,8 +3,10 @@
 //! let a single-use token be replayed — so when full of live records it refuses (a use is
 //! [`UseOutcome::Full`], a write is [`StoreError::Full`]): pressure fails closed.
 
+use super::history::{HistoryTotals, HistoryUpdate, HistoryWindow, MemoryHistory};
 use super::{BoxFuture, Key, StateStore, StoreError, UseOutcome};
 use crate::clock::now_ms;
+use crate::config::HistoryConfig;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +17,9 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     capacity: usize,
     purge_every: Duration,
+    /// Principals' recent history: its own bounded cache, which forgets the least recently
+    /// seen principal when full (history is advisory; the use ledger above never forgets).
+    history: MemoryHistory,
 }
 
 #[derive(Debug, Default)]
@@ -42,7 +47,20 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
             purge_every: Duration::from_millis(100),
+            history: history_of(&HistoryConfig::default()),
         }
+    }
+
+    /// Keeps the history of at most `history.max_principals` principals, each forgotten one
+    /// window after it was last seen.
+    pub fn with_history(mut self, history: &HistoryConfig) -> MemoryStore {
+        self.history = history_of(history);
+        self
+    }
+
+    /// The history cache, for tests and the memory benchmark.
+    pub fn history_cache(&self) -> &MemoryHistory {
+        &self.history
     }
 
     /// Scans for expired records at most once per `every` while full, so a full store under
@@ -210,9 +228,22 @@ impl StateStore for MemoryStore {
         Box::pin(std::future::ready(self.write(key, value, ttl_ms)))
     }
 
+    fn history<'a>(
+        &'a self,
+        principal: &'a str,
+        window: HistoryWindow,
+        update: HistoryUpdate<'a>,
+    ) -> BoxFuture<'a, Result<HistoryTotals, StoreError>> {
+        Box::pin(async move { Ok(self.history.apply(principal, window, &update).await) })
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
+}
+
+fn history_of(config: &HistoryConfig) -> MemoryHistory {
+    MemoryHistory::new(config.max_principals, config.window)
 }
 
 fn ms_i64(ms: u64) -> i64 {

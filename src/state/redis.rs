@@ -7,6 +7,7 @@
 //! once after a server restart). Every key is hash-tagged ([`Key`]), so a script's keys
 //! always live in one Cluster slot.
 
+use super::history::{self, HistoryTotals, HistoryUpdate, HistoryWindow};
 use super::{BoxFuture, Key, StateStore, StoreError, UseOutcome};
 use crate::config::RedisConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -53,6 +54,7 @@ pub struct RedisStore {
     prefix: String,
     consume_use: Script,
     incr_window: Script,
+    history: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -139,6 +141,7 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             consume_use: Script::new(CONSUME_USE),
             incr_window: Script::new(INCR_WINDOW),
+            history: Script::new(history::REDIS_SCRIPT),
         })
     }
 
@@ -262,6 +265,35 @@ impl StateStore for RedisStore {
                 cmd.arg(value).arg("PX").arg(ttl_ms);
             }
             self.query::<Value>(cmd).await.map(|_| ())
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        principal: &'a str,
+        window: HistoryWindow,
+        update: HistoryUpdate<'a>,
+    ) -> BoxFuture<'a, Result<HistoryTotals, StoreError>> {
+        Box::pin(async move {
+            let now = window.bucket_of(update.at_ms);
+            let first = Key::principal(principal, &history::bucket_field(now));
+            let mut inv = self.history.key(first.render(&self.prefix));
+            for back in 1..i64::from(window.buckets.max(1)) {
+                let bucket = first.with_field(&history::bucket_field(now.saturating_sub(back)));
+                inv.key(bucket.render(&self.prefix));
+            }
+            inv.arg(
+                update
+                    .currency
+                    .map(history::amount_field)
+                    .unwrap_or_default(),
+            )
+            .arg(update.amount)
+            .arg(update.denies.max(0))
+            .arg(update.challenges.max(0))
+            .arg(window.ttl_ms());
+            let values: Vec<String> = self.run(inv).await?;
+            history::sum_redis_answer(&values)
         })
     }
 

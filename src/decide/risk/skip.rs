@@ -47,6 +47,10 @@ pub async fn check(
     let Some(policies) = denied_whatever_risk(probe, req) else {
         return Ok(());
     };
+    if probe.live.step_up_for(&policies).is_some() {
+        // step-up forbids ask for step-up (and are waived after it): the Cedar stage decides
+        return Ok(());
+    }
     d.risk_skipped = true;
     d.policies = policies;
     Err(DenyReason::PolicyDeny)
