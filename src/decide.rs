@@ -3,14 +3,15 @@
 //! order and records what they found.
 //!
 //! ```text
-//! hygiene ─► route ─► principal ─► facts ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403        403  401/403/429/503 403     403          401      403/503
+//! hygiene ─► route ─► principal ─► facts+body ─► risk+transaction ─► gate ─► authorize ─► step-up ─► uses
+//!   403     403/pass     403          403         401/403/429/503     403     403          401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
 //! to allow.
 
 pub mod authorize;
+pub mod body;
 pub mod facts;
 pub mod hygiene;
 pub mod principal;
@@ -198,7 +199,8 @@ impl Decider {
 
         let principal = principal::identify(&self.settings.identity, req)?;
         d.principal = Some(principal.label());
-        let facts = facts::gather(&self.settings.facts, req)?;
+        let mut facts = facts::gather(&self.settings.facts, req)?;
+        facts.transaction = body::transaction(route, req)?;
 
         let subject = authorize::Subject {
             route,
@@ -223,6 +225,8 @@ impl Decider {
         d.timings.risk = risk_started.elapsed();
         let risk = assessed?;
         d.band = risk.band;
+        risk::transaction::check(route, facts.transaction.as_ref(), &risk)
+            .map_err(DenyReason::Binding)?;
         risk::gate(&risk)?;
 
         authorize::authorize(

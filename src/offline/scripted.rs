@@ -175,6 +175,7 @@ fn recommendation(
         user_id: r.user_id.clone().or_else(|| subject.map(str::to_owned)),
         reasons: r.reasons.iter().map(|s| Arc::from(s.as_str())).collect(),
         threats: Box::default(),
+        transaction: None,
     }
 }
 

@@ -117,6 +117,7 @@ pub fn rec(
         user_id: user.map(String::from),
         reasons: std::sync::Arc::from([std::sync::Arc::from("PROFILE_DEVICE_NEW")]),
         threats: Box::default(),
+        transaction: None,
     }
 }
 
