@@ -43,6 +43,9 @@ fn post(what: &str, token: &str, body: &str, headers: &[(&str, &str)]) -> CheckR
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
+/// One malformed-body case: what, the body, the headers besides the token.
+type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+
 fn withdraw(token: &str, body: &str) -> CheckRequest {
     post("withdraw", token, body, &[JSON])
 }
@@ -144,7 +147,7 @@ async fn malformed_bodies_are_denied_without_spending_the_token() {
     );
     let good = r#"{"amount": 120, "currency": "USD"}"#;
     let oversized = format!("{good}{}", " ".repeat(8 * 1024));
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("no content type", good.into(), vec![]),
         ("form", good.into(), vec![("content-type", "text/plain")]),
         (
