@@ -105,6 +105,10 @@ enum Command {
         /// Extra verified claims as a JSON object, e.g. '{"amr":["mfa"]}'.
         #[arg(long, default_value = "{}")]
         claims: String,
+        /// Request body, sent as application/json (routes with `body` read it), e.g.
+        /// '{"amount": 120, "currency": "USD"}'.
+        #[arg(long, conflicts_with = "input")]
+        body: Option<String>,
     },
     /// Re-decide recorded traffic (an audit log) with a candidate policy set and print what
     /// would change; uses the config's schema, entities and routes.
@@ -254,6 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recommendation,
             challenge_type,
             claims,
+            body,
         } => {
             let config = Config::load(&config.config)?;
             let claims: serde_json::Map<String, serde_json::Value> =
@@ -269,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 recommendation,
                 challenge_type,
                 json,
+                body,
             };
             Ok(offline::check::run(&config, check).await?)
         }

@@ -41,6 +41,11 @@ fn post(what: &str, token: &str, body: &str, headers: &[(&str, &str)]) -> CheckR
     c
 }
 
+/// The shipped routes' body mappings, which the common fixture leaves out.
+fn with_shipped_bodies(c: &mut riskgate::config::Config) {
+    c.routes = shipped_config("http://127.0.0.1:9").routes;
+}
+
 const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// One malformed-body case: what, the body, the headers besides the token.
@@ -54,7 +59,7 @@ fn withdraw(token: &str, body: &str) -> CheckRequest {
 /// amount → 200.
 #[tokio::test]
 async fn an_assessment_of_120_usd_does_not_authorize_12000() {
-    let rg = start(SimConfig::default(), |_| {}).await;
+    let rg = start(SimConfig::default(), with_shipped_bodies).await;
     let data = json!({ "amount": 120, "currency": "USD" });
     rg.sim
         .script("tok-a", assessed("withdraw", Some(data.clone())));
@@ -81,7 +86,7 @@ async fn an_assessment_of_120_usd_does_not_authorize_12000() {
 /// amount off by one minor unit → 403, counted by kind (zero-initialised).
 #[tokio::test]
 async fn missing_or_other_transaction_data_is_refused_and_counted() {
-    let rg = start(SimConfig::default(), |_| {}).await;
+    let rg = start(SimConfig::default(), with_shipped_bodies).await;
     let text = http_get(rg.admin, "/metrics").await.1;
     for kind in ["transaction_missing", "transaction_mismatch"] {
         let sample = format!(r#"riskgate_binding_violations_total{{kind="{kind}"}}"#);
@@ -137,7 +142,7 @@ async fn missing_or_other_transaction_data_is_refused_and_counted() {
 /// the well-formed body that follows is allowed with it.
 #[tokio::test]
 async fn malformed_bodies_are_denied_without_spending_the_token() {
-    let rg = start(SimConfig::default(), |_| {}).await;
+    let rg = start(SimConfig::default(), with_shipped_bodies).await;
     rg.sim.script(
         "tok",
         assessed(
@@ -223,7 +228,7 @@ async fn malformed_bodies_are_denied_without_spending_the_token() {
 /// Amounts compare in each currency's minor units: JPY has none, KWD three.
 #[tokio::test]
 async fn currency_exponents_decide_what_matches() {
-    let rg = start(SimConfig::default(), |_| {}).await;
+    let rg = start(SimConfig::default(), with_shipped_bodies).await;
     let jpy = json!({ "amount": 5000, "currency": "JPY" });
     let kwd = json!({ "amount": 1.234, "currency": "KWD" });
     for (token, data) in [
@@ -256,7 +261,7 @@ async fn currency_exponents_decide_what_matches() {
 /// A transfer binds the payee too, through `transaction_payee` into `transaction_data`.
 #[tokio::test]
 async fn a_transfer_binds_the_payee() {
-    let rg = start(SimConfig::default(), |_| {}).await;
+    let rg = start(SimConfig::default(), with_shipped_bodies).await;
     let data =
         json!({ "amount": 50, "currency": "EUR", "payee": { "name": "Bob", "account": "DE89" } });
     rg.sim
@@ -292,7 +297,7 @@ async fn a_transfer_binds_the_payee() {
 /// Envoy with `pack_as_bytes: true` sends the body in `raw_body`.
 #[tokio::test]
 async fn a_body_packed_as_bytes_is_read() {
-    let rg = start(SimConfig::default(), |_| {}).await;
+    let rg = start(SimConfig::default(), with_shipped_bodies).await;
     let data = json!({ "amount": 120, "currency": "USD" });
     rg.sim
         .script("raw-1", assessed("withdraw", Some(data.clone())));

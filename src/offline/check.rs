@@ -36,6 +36,8 @@ pub struct CheckArgs {
     pub challenge_type: Option<String>,
     /// Print JSON.
     pub json: bool,
+    /// Request body, as `application/json` (ignored with `input`, whose body is its own).
+    pub body: Option<String>,
 }
 
 /// Why a check could not be made (a denial is not an error).
@@ -88,6 +90,11 @@ pub async fn run(config: &Config, args: CheckArgs) -> Result<ExitCode, CheckErro
             let mut req = AccessRequest::new(&args.method, &path);
             req.query = query;
             req.host = args.host.to_ascii_lowercase();
+            if let Some(body) = &args.body {
+                req.headers
+                    .insert("content-type".into(), "application/json".into());
+                req.body = Some(body.clone().into_bytes());
+            }
             req
         }
     };
