@@ -326,3 +326,45 @@ async fn a_body_packed_as_bytes_is_read() {
     );
     rg.stop().await;
 }
+
+/// A body-mapped route whose action's schema context has no `transaction` fails at start
+/// (naming the action), not on every Check; without the mapping the same schema loads.
+#[test]
+fn a_schema_without_transaction_fails_at_start_for_body_mapped_routes() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let schema = std::fs::read_to_string(repo("policies/schema.cedarschema")).unwrap_or_default();
+    let without = schema.replace("  \"transaction\"?: Transaction,\n", "");
+    assert_ne!(
+        schema, without,
+        "the shipped schema declares context.transaction"
+    );
+    let mut files = example_policies();
+    files.remove("transactions.cedar"); // it reads context.transaction itself
+    files.insert("schema.cedarschema".into(), without.into_bytes());
+    for (name, content) in &files {
+        if let Err(e) = std::fs::write(dir.path().join(name), content) {
+            panic!("write {name}: {e}");
+        }
+    }
+    let mut config = shipped_config("http://127.0.0.1:9");
+    config.policies.dir = dir.path().to_owned();
+    config.policies.schema = dir.path().join("schema.cedarschema");
+    config.policies.entities = Some(dir.path().join("entities.json"));
+    let err = match riskgate::policy::load_snapshot(&config) {
+        Ok(_) => panic!("a body-mapped route needs context.transaction in the schema"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("`withdraw`") && err.contains("context.transaction"),
+        "{err}"
+    );
+    for route in &mut config.routes {
+        route.body = None;
+    }
+    if let Err(e) = riskgate::policy::load_snapshot(&config) {
+        panic!("without body mappings the schema fits: {e}");
+    }
+}
