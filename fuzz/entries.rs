@@ -87,6 +87,7 @@ fn recommendation_for(score: f64, kind: RecommendationType, action_type: &str) -
         user_id: Some("u1".into()),
         reasons: std::sync::Arc::from([std::sync::Arc::from("PROFILE_DEVICE_NEW")]),
         threats: Box::default(),
+        transaction: None,
     }
 }
 

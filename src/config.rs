@@ -5,6 +5,7 @@
 //! message naming the field instead of silently falling back to a default.
 
 mod answer;
+mod body;
 mod client_address;
 mod context;
 pub mod duration;
@@ -21,6 +22,7 @@ mod strip;
 mod tls;
 
 pub use answer::AnswerConfig;
+pub use body::{BodyConfig, TransactionBinding, DEFAULT_MAX_BYTES};
 pub use client_address::ClientAddressConfig;
 pub use context::{ContextConfig, ContextField, FieldType, WorkloadConfig};
 pub use history::HistoryConfig;
@@ -388,6 +390,13 @@ impl Config {
         self.state.validate(&self.routes)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"))?;
+            if let Some(body) = &route.body {
+                body.validate(
+                    &format!("routes[{i}].body"),
+                    route.risk,
+                    self.limits.max_body_bytes,
+                )?;
+            }
             if route.risk != RiskMode::Off && self.risk.is_none() {
                 return Err(ConfigError::field(
                     format!("routes[{i}].risk"),

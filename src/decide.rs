@@ -3,8 +3,8 @@
 //! order and records what they found.
 //!
 //! ```text
-//! hygiene ─► route ─► principal ─► facts ─► history ─► risk ─► gate ─► authorize ─► step-up ─► uses
-//!   403     403/pass     403        403      503   401/403/429/503 403    403/401        401      403/503
+//! hygiene ─► route ─► principal ─► facts+body ─► history ─► risk+transaction ─► gate ─► authorize ─► step-up ─► uses
+//!   403     403/pass     403          403          503    401/403/429/503     403     403/401        401      403/503
 //! ```
 //!
 //! Every early exit is an explicit rule with its own [`DenyReason`]; nothing falls through
@@ -12,6 +12,7 @@
 //! [`Decider::decide`] (a deny releases the reservation and is counted).
 
 pub mod authorize;
+pub mod body;
 pub mod facts;
 pub mod history;
 pub mod hygiene;
@@ -215,6 +216,7 @@ impl Decider {
         let principal = principal::identify(&self.settings.identity, req)?;
         d.principal = Some(principal.label());
         let mut facts = facts::gather(&self.settings.facts, req)?;
+        facts.transaction = body::transaction(route, req)?;
         let wanted = snapshot.policies.reads_history()
             || snapshot.shadow.as_ref().is_some_and(|s| s.reads_history());
         *ticket = history::open(
@@ -249,6 +251,8 @@ impl Decider {
         d.timings.risk = risk_started.elapsed();
         let risk = assessed?;
         d.band = risk.band;
+        risk::transaction::check(route, facts.transaction.as_ref(), &risk)
+            .map_err(DenyReason::Binding)?;
         risk::gate(&risk)?;
 
         let authorized = authorize::authorize(

@@ -186,6 +186,8 @@ impl DenyReason {
                 BindingViolation::Stale => "binding_stale",
                 BindingViolation::FromTheFuture => "binding_future",
                 BindingViolation::UsedUp => "binding_used_up",
+                BindingViolation::TransactionMissing => "binding_transaction_missing",
+                BindingViolation::TransactionMismatch => "binding_transaction_mismatch",
             },
             DenyReason::RiskDeny => "risk_deny",
             DenyReason::RiskHigh => "risk_high",

@@ -92,6 +92,7 @@ pub mod decide;
 pub mod decision;
 pub mod identity;
 pub mod log_limit;
+pub mod money;
 pub mod offline;
 pub mod policy;
 pub mod request;

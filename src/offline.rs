@@ -91,6 +91,7 @@ pub async fn decide(config: &Config, q: &OfflineQuestion) -> Result<OfflineAnswe
         user_id: q.principal.clone(),
         reasons: Arc::from([]),
         threats: Box::default(),
+        transaction: None,
     };
     let mut settings = DecideSettings::from_config(config);
     settings.call_budget.calls = 0; // a synthetic recommendation: no API call to budget

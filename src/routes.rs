@@ -9,7 +9,8 @@
 
 use crate::canonical;
 use crate::config::{
-    ConfigError, DefaultAnswer, FailMode, HostConfig, NearMiss, ResourceSpec, RiskMode, RouteConfig,
+    BodyConfig, ConfigError, DefaultAnswer, FailMode, HostConfig, NearMiss, ResourceSpec, RiskMode,
+    RouteConfig,
 };
 use std::collections::HashMap;
 
@@ -32,6 +33,8 @@ pub struct Route {
     pub fail_mode: Option<FailMode>,
     /// Route-level dry run.
     pub dry_run: bool,
+    /// Body fields mapped into `context.transaction`, if any.
+    pub body: Option<BodyConfig>,
 }
 
 /// The result of a lookup.
@@ -138,6 +141,7 @@ impl RouteTable {
                 max_uses: rc.max_uses,
                 fail_mode: rc.fail_mode,
                 dry_run: rc.dry_run,
+                body: rc.body.clone(),
             });
         }
         for h in hosts {

@@ -196,8 +196,14 @@ fn convert(
         deadline,
         metadata,
         tls_peer,
-        // Read by the body-mapping stage once routes map body fields (issue #16).
-        body: None,
+        // Envoy packs the bytes in `raw_body` with `pack_as_bytes: true`, else in `body`.
+        body: if !http.raw_body.is_empty() {
+            Some(http.raw_body.clone())
+        } else if !http.body.is_empty() {
+            Some(http.body.clone().into_bytes())
+        } else {
+            None
+        },
     })
 }
 

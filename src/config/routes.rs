@@ -35,6 +35,9 @@ pub struct RouteConfig {
     /// Answer 200 on this route but log what would have been answered.
     #[serde(default)]
     pub dry_run: bool,
+    /// JSON body fields mapped into `context.transaction` (only such routes read the body).
+    #[serde(default)]
+    pub body: Option<super::BodyConfig>,
 }
 
 /// How the resource entity is formed.

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod fail_mode;
 pub mod skip;
 pub mod sticky;
+pub mod transaction;
 
 pub use band::{score_for_policy, Band};
 pub use binding::BindingViolation;

@@ -66,6 +66,10 @@ pub struct RequestSpec {
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A JSON request body (written as YAML), sent as `application/json` unless `headers`
+    /// names another `content-type`; for routes with `body` (`context.transaction`).
+    #[serde(default)]
+    pub body: Option<Value>,
 }
 
 /// `risk: outage` or a recommendation.
@@ -394,6 +398,12 @@ async fn run_case(
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
+    if let Some(body) = &case.request.body {
+        req.headers
+            .entry("content-type".into())
+            .or_insert_with(|| "application/json".into());
+        req.body = Some(body.to_string().into_bytes());
+    }
     let mut subject = None;
     if let Some(mut claims) = case.identity {
         if let Some(age) = case.auth_age_s {

@@ -148,16 +148,18 @@ fn recommendation(
     subject: Option<&str>,
     r: &ScriptedRecommendation,
 ) -> Recommendation {
-    let route_action_type =
-        || match snapshot
-            .routes
-            .lookup(&req.host, &req.method, &req.path, false)
-        {
-            Ok(Lookup::Matched { route, .. }) => {
-                route.action_types.first().cloned().unwrap_or_default()
-            }
-            _ => String::new(),
-        };
+    let route = match snapshot
+        .routes
+        .lookup(&req.host, &req.method, &req.path, false)
+    {
+        Ok(Lookup::Matched { route, .. }) => Some(route),
+        _ => None,
+    };
+    let route_action_type = || {
+        route
+            .and_then(|r| r.action_types.first().cloned())
+            .unwrap_or_default()
+    };
     let now = now_ms();
     Recommendation {
         id: "offline".into(),
@@ -175,7 +177,28 @@ fn recommendation(
         user_id: r.user_id.clone().or_else(|| subject.map(str::to_owned)),
         reasons: r.reasons.iter().map(|s| Arc::from(s.as_str())).collect(),
         threats: Box::default(),
+        transaction: route.and_then(|r| assessed_transaction(r, req)),
     }
+}
+
+/// The synthetic recommendation is made for the request as it is: on a body-mapped route,
+/// its `transaction_data` is the body's transaction (so offline answers show the policies,
+/// not a binding failure; a body that does not parse is denied before binding anyway).
+fn assessed_transaction(
+    route: &crate::routes::Route,
+    req: &AccessRequest,
+) -> Option<crate::risk::recommendation::TransactionData> {
+    let rules = route.body.as_ref()?;
+    let t = crate::decide::body::read(rules, req).ok()?;
+    let payee = match (t.payee, &rules.transaction_payee) {
+        (Some(p), Some(pointer)) => vec![(pointer.as_str().into(), p.into_boxed_str())],
+        _ => Vec::new(),
+    };
+    Some(crate::risk::recommendation::TransactionData {
+        amount_minor: t.amount_minor,
+        currency: t.currency.into_boxed_str(),
+        payee: payee.into(),
+    })
 }
 
 #[cfg(test)]

@@ -5,16 +5,17 @@
 //! back into a [`Recommendation`] equal to the one encoded.
 //!
 //! ```text
-//! flags (kind: 2 bits, has challenge, has user, score in hundredths) · issued_at · performed_at
+//! flags (kind: 2 bits, has challenge, has user, score in hundredths, has transaction) · issued_at · performed_at
 //! − issued_at (both zigzag LEB128) · score (u16 hundredths when exact, else f64)
 //! id: text · action_id: text · action_type: code · [challenge: code] · [user_id: text]
 //! reasons: count, codes · threats: count, codes
+//! [transaction: amount_minor (zigzag) · currency: text · payee count · (pointer, value): texts]
 //! text = 0 len bytes (UTF-8) | 1 len bytes (lower-case hex, halved) | 2 16 bytes (UUID)
 //! code = index·2 | (len·2 + 1) bytes        (counts, lengths and codes are LEB128)
 //! ```
 
 use super::intern::Interner;
-use super::recommendation::{Recommendation, RecommendationType};
+use super::recommendation::{Recommendation, RecommendationType, TransactionData};
 use std::sync::Arc;
 
 /// One recommendation as the recommendation cache holds it; cloning shares the bytes.
@@ -24,6 +25,7 @@ pub struct CompactRecommendation(Arc<[u8]>);
 const HAS_CHALLENGE: u8 = 1 << 2;
 const HAS_USER: u8 = 1 << 3;
 const SCORE_HUNDREDTHS: u8 = 1 << 4;
+const HAS_TRANSACTION: u8 = 1 << 5;
 
 const TEXT_RAW: u8 = 0;
 const TEXT_HEX: u8 = 1;
@@ -46,6 +48,9 @@ impl CompactRecommendation {
         let hundredths = hundredths(rec.risk_score);
         if hundredths.is_some() {
             flags |= SCORE_HUNDREDTHS;
+        }
+        if rec.transaction.is_some() {
+            flags |= HAS_TRANSACTION;
         }
         out.push(flags);
         put_varint(&mut out, zigzag(rec.issued_at_ms));
@@ -70,6 +75,15 @@ impl CompactRecommendation {
             put_varint(&mut out, list.len() as u64);
             for code in list {
                 put_code(&mut out, code, interner);
+            }
+        }
+        if let Some(t) = &rec.transaction {
+            put_varint(&mut out, zigzag(t.amount_minor));
+            put_text(&mut out, &t.currency);
+            put_varint(&mut out, t.payee.len() as u64);
+            for (pointer, value) in &t.payee {
+                put_text(&mut out, pointer);
+                put_text(&mut out, value);
             }
         }
         CompactRecommendation(out.into())
@@ -226,6 +240,10 @@ impl<'a> Reader<'a> {
         };
         let reasons: Arc<[Arc<str>]> = self.codes(codes)?.into();
         let threats = self.codes(codes)?.into_boxed_slice();
+        let transaction = match flags & HAS_TRANSACTION {
+            0 => None,
+            _ => Some(self.transaction()?),
+        };
         if !self.rest.is_empty() {
             return None;
         }
@@ -241,6 +259,23 @@ impl<'a> Reader<'a> {
             user_id,
             reasons,
             threats,
+            transaction,
+        })
+    }
+
+    fn transaction(&mut self) -> Option<TransactionData> {
+        let amount_minor = unzigzag(self.varint()?);
+        let currency = self.text()?.into_boxed_str();
+        let n = self.len()?;
+        // every leaf takes at least four bytes: a bogus count cannot reserve much
+        let mut payee = Vec::with_capacity(n.min(self.rest.len()));
+        for _ in 0..n {
+            payee.push((self.text()?.into_boxed_str(), self.text()?.into_boxed_str()));
+        }
+        Some(TransactionData {
+            amount_minor,
+            currency,
+            payee: payee.into(),
         })
     }
 

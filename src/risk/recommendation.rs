@@ -80,6 +80,87 @@ pub struct Recommendation {
     pub reasons: Arc<[Arc<str>]>,
     /// `threats`.
     pub threats: Box<[Arc<str>]>,
+    /// `transaction_data`, when the client SDK reported a usable one: what transaction
+    /// binding compares with the request body (`routes[].body`).
+    pub transaction: Option<TransactionData>,
+}
+
+/// What binding needs of `transaction_data` (amount, currency, payee), already checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionData {
+    /// `amount` (major units on the wire) in ISO 4217 minor units of `currency`.
+    pub amount_minor: i64,
+    /// `currency`, upper case.
+    pub currency: Box<str>,
+    /// The string leaves under `payee` (or `payee` itself when it is a string), each with
+    /// its JSON pointer from `transaction_data` (`/payee/account`); at most
+    /// [`MAX_PAYEE_LEAVES`], each at most [`MAX_PAYEE_LEN`] bytes.
+    pub payee: Box<[(Box<str>, Box<str>)]>,
+}
+
+/// Most payee leaves kept from `transaction_data.payee` (more: the payee is not kept).
+pub const MAX_PAYEE_LEAVES: usize = 8;
+/// Longest payee leaf (pointer or value) kept, in bytes.
+pub const MAX_PAYEE_LEN: usize = 256;
+
+impl TransactionData {
+    /// `transaction_data` as the API sent it, or `None` when it is not usable (no number
+    /// amount, an unknown currency, an amount that is negative, too precise or too large):
+    /// binding then finds no transaction to match.
+    pub fn from_json(data: &serde_json::Value) -> Option<TransactionData> {
+        let serde_json::Value::Number(amount) = data.get("amount")? else {
+            return None;
+        };
+        let serde_json::Value::String(currency) = data.get("currency")? else {
+            return None;
+        };
+        let (amount_minor, currency) = crate::money::amount(amount, currency).ok()?;
+        let mut payee = Vec::new();
+        if let Some(p) = data.get("payee") {
+            leaves(p, "/payee".to_owned(), 0, &mut payee)?;
+        }
+        Some(TransactionData {
+            amount_minor,
+            currency: currency.into(),
+            payee: payee.into(),
+        })
+    }
+
+    /// The payee string at `pointer` (from `transaction_data`), if reported.
+    pub fn payee_at(&self, pointer: &str) -> Option<&str> {
+        self.payee
+            .iter()
+            .find(|(p, _)| **p == *pointer)
+            .map(|(_, v)| &**v)
+    }
+}
+
+/// Collects the string leaves of `v` at `at` (depth at most 4); `None` past the bounds.
+fn leaves(
+    v: &serde_json::Value,
+    at: String,
+    depth: usize,
+    out: &mut Vec<(Box<str>, Box<str>)>,
+) -> Option<()> {
+    match v {
+        serde_json::Value::String(s) => {
+            if out.len() >= MAX_PAYEE_LEAVES || s.len() > MAX_PAYEE_LEN || at.len() > MAX_PAYEE_LEN
+            {
+                return None;
+            }
+            out.push((at.into(), s.as_str().into()));
+        }
+        serde_json::Value::Object(map) if depth < 4 => {
+            for (k, child) in map {
+                let escaped = k.replace('~', "~0").replace('/', "~1");
+                leaves(child, format!("{at}/{escaped}"), depth + 1, out)?;
+            }
+        }
+        serde_json::Value::Object(_) => return None,
+        // numbers, booleans, arrays and nulls are not payee identifiers
+        _ => {}
+    }
+    Some(())
 }
 
 /// Why a response body is not a usable recommendation.
@@ -108,6 +189,8 @@ struct Wire {
     reasons: Vec<Arc<str>>,
     #[serde(default)]
     threats: Option<Vec<Arc<str>>>,
+    #[serde(default)]
+    transaction_data: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +256,10 @@ impl Recommendation {
             user_id: wire.context.user_id.filter(|u| !u.is_empty()),
             reasons: wire.reasons.into(),
             threats: wire.threats.unwrap_or_default().into(),
+            transaction: wire
+                .transaction_data
+                .as_ref()
+                .and_then(TransactionData::from_json),
         })
     }
 
@@ -237,6 +324,14 @@ mod tests {
         assert!(r.action_id.starts_with("885cd06b"));
         assert_eq!(r.reasons.len(), 2);
         assert_eq!(&*r.threats, &[Arc::<str>::from("ACCOUNT_TAKEOVER")]);
+        assert_eq!(
+            r.transaction,
+            Some(TransactionData {
+                amount_minor: 12_000,
+                currency: "USD".into(),
+                payee: Box::default(),
+            })
+        );
         Ok(())
     }
 
@@ -288,6 +383,53 @@ mod tests {
         let r = parse(&v)?;
         assert_eq!(r.challenge_type, None);
         assert_eq!(r.user_id, None);
+        Ok(())
+    }
+
+    #[test]
+    fn transaction_data_keeps_amount_currency_and_payee() -> Result<(), ParseError> {
+        let mut v = documented();
+        v["transaction_data"] = json!({
+            "amount": 12000.5, "currency": "USD", "payer": {"name": "A"},
+            "payee": {"name": "Bob", "account": "DE89", "type": "iban", "bank": {"bic": "X"}, "n": 3}
+        });
+        let t = parse(&v)?.transaction;
+        assert_eq!(t.as_ref().map(|t| t.amount_minor), Some(1_200_050));
+        assert_eq!(
+            t.as_ref().and_then(|t| t.payee_at("/payee/account")),
+            Some("DE89")
+        );
+        assert_eq!(
+            t.as_ref().and_then(|t| t.payee_at("/payee/bank/bic")),
+            Some("X")
+        );
+        assert_eq!(t.as_ref().and_then(|t| t.payee_at("/payee/n")), None);
+        assert_eq!(t.as_ref().and_then(|t| t.payee_at("/payer/name")), None);
+        v["transaction_data"] = json!({"amount": 1, "currency": "JPY", "payee": "acct-7"});
+        let t = parse(&v)?.transaction;
+        assert_eq!(
+            t.as_ref().and_then(|t| t.payee_at("/payee")),
+            Some("acct-7")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unusable_transaction_data_is_dropped_not_an_error() -> Result<(), ParseError> {
+        for bad in [
+            json!({"amount": "120", "currency": "USD"}),
+            json!({"amount": 120}),
+            json!({"amount": -1, "currency": "USD"}),
+            json!({"amount": 1.001, "currency": "USD"}),
+            json!({"amount": 1, "currency": "XYZ"}),
+            json!({"amount": 1, "currency": "USD", "payee": {"a": "x".repeat(300)}}),
+            json!({"amount": 1, "currency": "USD", "payee": {"a": {"b": {"c": {"d": {"e": "x"}}}}}}),
+            json!(42),
+        ] {
+            let mut v = documented();
+            v["transaction_data"] = bad.clone();
+            assert_eq!(parse(&v)?.transaction, None, "{bad}");
+        }
         Ok(())
     }
 

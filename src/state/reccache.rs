@@ -4,13 +4,15 @@
 //! (JSON with one-letter field names: ~200 bytes for a typical recommendation).
 
 use super::{Key, StateStore, StoreError};
-use crate::risk::recommendation::{Recommendation, RecommendationType};
+use crate::risk::recommendation::{Recommendation, RecommendationType, TransactionData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// Encoding version; a reader skips entries written with another one.
-const VERSION: u8 = 1;
+/// Encoding version; a reader skips entries written with another one. Version 2 added
+/// `tx` (`transaction_data`): a version-1 entry lacks it, and would fail transaction
+/// binding instead of being fetched again.
+const VERSION: u8 = 2;
 
 // `pr` (the `preview_rule` object) is no longer written nor read: entries written by an
 // older riskgate with it still decode (unknown fields are skipped).
@@ -32,6 +34,17 @@ struct Wire {
     r: Arc<[Arc<str>]>,
     #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
     th: Box<[Arc<str>]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tx: Option<WireTransaction>,
+}
+
+/// `transaction_data` as binding needs it.
+#[derive(Serialize, Deserialize)]
+struct WireTransaction {
+    a: i64,
+    c: Box<str>,
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    p: Box<[(Box<str>, Box<str>)]>,
 }
 
 /// The L2 key of `action_token`.
@@ -55,6 +68,11 @@ pub fn encode(rec: &Recommendation) -> Vec<u8> {
         u: rec.user_id.clone(),
         r: rec.reasons.clone(),
         th: rec.threats.clone(),
+        tx: rec.transaction.as_ref().map(|t| WireTransaction {
+            a: t.amount_minor,
+            c: t.currency.clone(),
+            p: t.payee.clone(),
+        }),
     };
     // Serialising plain strings and numbers cannot fail; an empty entry decodes as a miss.
     serde_json::to_vec(&wire).unwrap_or_default()
@@ -79,6 +97,11 @@ pub fn decode(bytes: &[u8]) -> Option<Recommendation> {
         user_id: w.u,
         reasons: w.r,
         threats: w.th,
+        transaction: w.tx.map(|t| TransactionData {
+            amount_minor: t.a,
+            currency: t.c,
+            payee: t.p,
+        }),
     })
 }
 
@@ -120,6 +143,11 @@ mod tests {
             user_id: Some("alice".into()),
             reasons: Arc::from([Arc::from("NEW_DEVICE")]),
             threats: Box::default(),
+            transaction: Some(TransactionData {
+                amount_minor: 12_000,
+                currency: "USD".into(),
+                payee: Box::from([(Box::from("/payee/account"), Box::from("DE89"))]),
+            }),
         }
     }
 
@@ -149,8 +177,13 @@ mod tests {
         assert_eq!(decode(&encode(&bad)), None);
         let other = String::from_utf8(encode(&sample()))
             .unwrap_or_default()
-            .replace("\"v\":1", "\"v\":2");
-        assert_eq!(decode(other.as_bytes()), None);
+            .replace("\"v\":2", "\"v\":1");
+        assert!(other.contains("\"v\":1"), "{other}");
+        assert_eq!(
+            decode(other.as_bytes()),
+            None,
+            "a version-1 entry has no transaction"
+        );
     }
 
     #[tokio::test]

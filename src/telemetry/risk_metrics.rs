@@ -246,6 +246,8 @@ impl RiskMetrics {
             "future",
             "used_up",
             "ledger_full",
+            "transaction_missing",
+            "transaction_mismatch",
         ] {
             let _ = binding_violations.get_or_create(&KindLabel { kind });
         }

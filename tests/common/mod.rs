@@ -43,8 +43,20 @@ pub fn ms(var: &str, default: u64) -> Duration {
 /// The wall clock riskgate reads (epoch ms), so tests and stages agree.
 pub use riskgate::clock::now_ms;
 
-/// The shipped `deploy/riskgate.yaml`, pointed at `risk_base_url` with a test secret file.
+/// The shipped `deploy/riskgate.yaml`, pointed at `risk_base_url` with a test secret file,
+/// without its routes' body mappings (issue #16): tests of other stages send withdrawals
+/// without a JSON body; `tests/transaction_binding.rs` uses [`shipped_config`].
 pub fn example_config(risk_base_url: &str) -> Config {
+    let mut config = shipped_config(risk_base_url);
+    for route in &mut config.routes {
+        route.body = None;
+    }
+    config
+}
+
+/// The shipped `deploy/riskgate.yaml` as it is, pointed at `risk_base_url` with a test
+/// secret file.
+pub fn shipped_config(risk_base_url: &str) -> Config {
     let mut config = match Config::load(&repo("deploy/riskgate.yaml")) {
         Ok(c) => c,
         Err(e) => panic!("shipped config must load: {e}"),
@@ -117,6 +129,7 @@ pub fn rec(
         user_id: user.map(String::from),
         reasons: std::sync::Arc::from([std::sync::Arc::from("PROFILE_DEVICE_NEW")]),
         threats: Box::default(),
+        transaction: None,
     }
 }
 

@@ -108,8 +108,31 @@ pub fn render_config(
     // Tests and the demo stop riskgate with SIGTERM: no load balancer needs a drain period.
     set(&mut v, &["shutdown", "drain"], Value::from("0ms"));
     set(&mut v, &["reload", "poll"], Value::from("200ms"));
+    without_body_mappings(&mut v);
     tweak(&mut v);
     serde_yaml_ng::to_string(&v).expect("render config")
+}
+
+/// Removes `routes[].body` (issue #16): tests of other stages send withdrawals without a
+/// JSON body or `transaction_data`; a test of the body mapping puts the shipped routes back
+/// with [`shipped_routes`].
+pub fn without_body_mappings(v: &mut Value) {
+    if let Some(routes) = v.get_mut("routes").and_then(Value::as_sequence_mut) {
+        for route in routes {
+            if let Some(map) = route.as_mapping_mut() {
+                map.remove("body");
+            }
+        }
+    }
+}
+
+/// The shipped `routes` (with their body mappings), for a `tweak` to put back.
+pub fn shipped_routes() -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/riskgate.yaml"))
+        .expect("read deploy/riskgate.yaml");
+    let v: Value = serde_yaml_ng::from_str(&text).expect("parse deploy/riskgate.yaml");
+    v.get("routes").cloned().expect("shipped routes")
 }
 
 /// Waits for `/readyz` (200), failing at once when the process has exited.

@@ -25,6 +25,14 @@ pub enum BindingViolation {
     /// The token has authorized `max_uses` requests already.
     #[error("action token already used")]
     UsedUp,
+    /// A route with `transaction_binding: required`, and the recommendation carries no
+    /// usable `transaction_data` (see [`super::transaction`]).
+    #[error("action carries no transaction data")]
+    TransactionMissing,
+    /// The recommendation's `transaction_data` describes another amount, currency or payee
+    /// than the request body.
+    #[error("action was reported for another transaction")]
+    TransactionMismatch,
 }
 
 impl BindingViolation {
@@ -37,6 +45,8 @@ impl BindingViolation {
             BindingViolation::Stale => "stale",
             BindingViolation::FromTheFuture => "future",
             BindingViolation::UsedUp => "used_up",
+            BindingViolation::TransactionMissing => "transaction_missing",
+            BindingViolation::TransactionMismatch => "transaction_mismatch",
         }
     }
 }
@@ -101,6 +111,7 @@ mod tests {
             user_id: user.map(String::from),
             reasons: Arc::from([]),
             threats: Box::default(),
+            transaction: None,
         }
     }
 

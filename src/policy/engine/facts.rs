@@ -214,10 +214,34 @@ impl PolicySnapshot {
             let Ok(action_uid) = uid("Action", action) else {
                 continue;
             };
-            for (facts, ip, what) in [
+            // A body-mapped route of this action adds `context.transaction` (with `payee`
+            // when it maps one).
+            let with_transaction: Vec<RequestFacts> = routes
+                .iter()
+                .filter(|r| r.action == action)
+                .filter_map(|r| r.body.as_ref())
+                .map(|b| RequestFacts {
+                    transaction: Some(Transaction {
+                        amount_minor: 0,
+                        currency: "USD".into(),
+                        payee: b.payee.as_ref().map(|_| "p".to_owned()),
+                    }),
+                    ..full.clone()
+                })
+                .collect();
+            let samples = [
                 (&full, ip, "every configured fact present"),
                 (&empty, None, "every optional fact absent"),
-            ] {
+            ]
+            .into_iter()
+            .chain(with_transaction.iter().map(|f| {
+                (
+                    f,
+                    ip,
+                    "the `context.transaction` of a route with `body` (routes[].body)",
+                )
+            }));
+            for (facts, ip, what) in samples {
                 let input = super::ContextInput::sample(ip, facts);
                 let checked = input.to_cedar().and_then(|c: Context| {
                     c.validate(&self.schema, &action_uid)

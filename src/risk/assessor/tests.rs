@@ -24,6 +24,7 @@ fn rec(performed_at_ms: i64) -> Recommendation {
         user_id: Some("u1".into()),
         reasons: Arc::from([]),
         threats: Box::default(),
+        transaction: None,
     }
 }
 

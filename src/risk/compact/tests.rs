@@ -27,6 +27,7 @@ fn documented() -> Recommendation {
         threats: ["ACCOUNT_TAKEOVER", "NEW_FRAUD_ACCOUNT"]
             .map(Arc::<str>::from)
             .into(),
+        transaction: None,
     }
 }
 
@@ -40,6 +41,25 @@ fn the_documented_example_round_trips_in_few_bytes() {
     // and the challenge (8) + user (11) + two counts (2): far below the ~440 heap bytes of
     // the parsed struct
     assert!(compact.len() <= 100, "{} bytes", compact.len());
+}
+
+#[test]
+fn a_transaction_round_trips_in_few_bytes() {
+    let interner = Interner::default();
+    let plain = CompactRecommendation::encode(&documented(), &interner).len();
+    let mut rec = documented();
+    rec.transaction = Some(TransactionData {
+        amount_minor: 1_200_000,
+        currency: "USD".into(),
+        payee: Box::from([(
+            Box::from("/payee/account"),
+            Box::from("DE89370400440532013000"),
+        )]),
+    });
+    let compact = CompactRecommendation::encode(&rec, &interner);
+    assert_eq!(compact.decode(&interner), Some(rec));
+    // amount (3) + currency (5) + count (1) + pointer (16) + account (24)
+    assert!(compact.len() <= plain + 50, "{} bytes", compact.len());
 }
 
 #[test]
@@ -163,6 +183,7 @@ prop_compose! {
         user_id in prop::option::of(text()),
         reasons in prop::collection::vec(code(), 0..8),
         threats in prop::collection::vec(code(), 0..4),
+        transaction in prop::option::of(transaction()),
     ) -> Recommendation {
         Recommendation {
             id: id.into(),
@@ -176,6 +197,21 @@ prop_compose! {
             user_id,
             reasons: reasons.into(),
             threats: threats.into(),
+            transaction,
+        }
+    }
+}
+
+prop_compose! {
+    fn transaction()(
+        amount_minor in any::<i64>(),
+        currency in "[A-Z]{3}",
+        payee in prop::collection::vec((text(), text()), 0..4),
+    ) -> TransactionData {
+        TransactionData {
+            amount_minor,
+            currency: currency.into(),
+            payee: payee.into_iter().map(|(p, v)| (p.into(), v.into())).collect(),
         }
     }
 }
