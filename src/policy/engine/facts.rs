@@ -156,9 +156,21 @@ pub(super) fn history_record(h: &History) -> Result<RestrictedExpression, super:
     ])
 }
 
-/// The client address as Cedar's `ipaddr`.
+/// The client address as Cedar's `ipaddr`: the same expression as
+/// `RestrictedExpression::new_ip`, whose every call parses the name `ip` with Cedar's full
+/// parser (a lexer and regex cache built each time: ≈ 47,000 instructions, an eighth of a
+/// whole Check); the name is parsed once here instead.
 pub(super) fn ip_expr(ip: IpAddr) -> RestrictedExpression {
-    RestrictedExpression::new_ip(ip.to_string())
+    use cedar_policy_core::ast::{Name, RestrictedExpr};
+    static IP: std::sync::LazyLock<Option<Name>> =
+        std::sync::LazyLock::new(|| "ip".parse::<Name>().ok());
+    match IP.as_ref() {
+        Some(name) => RestrictedExpression::from(RestrictedExpr::call_extension_fn(
+            name.clone(),
+            [RestrictedExpr::val(ip.to_string())],
+        )),
+        None => RestrictedExpression::new_ip(ip.to_string()),
+    }
 }
 
 fn sample(fields: &[ContextField]) -> Vec<(String, FactValue)> {
@@ -238,6 +250,19 @@ impl PolicySnapshot {
             Ok(())
         } else {
             Err(PolicyError(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_expr_is_cedars_own_ip_expression() {
+        for ip in ["10.1.2.3", "0.0.0.0", "::1", "2001:db8::7"] {
+            let addr: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+            assert_eq!(ip_expr(addr), RestrictedExpression::new_ip(ip), "{ip}");
         }
     }
 }
