@@ -48,7 +48,9 @@ fi
 # --- build -------------------------------------------------------------------------------------
 # PROFILE=dev only to try the script itself quickly: the figures are meaningless.
 PROFILE=${PROFILE:-release}
-artifacts=$(cargo build --profile "$PROFILE" --locked -p riskgate --bin riskgate --bench noop_authz \
+# One build command for every release bench script (the same targets, so the same feature
+# resolution: none of them rebuilds what another built).
+artifacts=$(cargo build --profile "$PROFILE" --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load \
   --message-format=json-render-diagnostics) || die "build failed"
 exe() {
   python3 -c 'import json, sys

@@ -76,22 +76,15 @@ pub fn parent_context(remote: &SpanContext) -> Context {
     Context::new().with_remote_span_context(remote.clone())
 }
 
-/// W3C `traceparent: 00-<32 hex>-<16 hex>-<2 hex>`.
+/// W3C `traceparent` and `tracestate`, read by OpenTelemetry's own propagator (which keeps
+/// `tracestate` for the exported span and checks the format as the spec says). Costs one map
+/// lookup on a Check without the header.
 fn traceparent(headers: &HashMap<String, String>) -> Option<SpanContext> {
-    let value = headers.get("traceparent")?;
-    let mut parts = value.trim().split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2
-        || version == "ff"
-        || trace.len() != 32
-        || span.len() != 16
-        || flags.len() != 2
-    {
-        return None;
-    }
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    context(trace, span, flags & 1 == 1)
+    use opentelemetry::propagation::TextMapPropagator as _;
+    headers.get("traceparent")?;
+    let context = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(headers);
+    let remote = context.span().span_context().clone();
+    remote.is_valid().then_some(remote)
 }
 
 /// B3: single `b3: <trace>-<span>[-<sampled>]` or `x-b3-traceid` / `x-b3-spanid` / `x-b3-sampled`.
@@ -161,6 +154,26 @@ mod tests {
             sc.map(|s| s.trace_id().to_string()).as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
+    }
+
+    #[test]
+    fn w3c_tracestate_and_sampling_are_kept() {
+        let h = headers(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        ]);
+        let sc = remote_parent(&h).unwrap_or_else(|| panic!("no parent"));
+        assert!(sc.is_sampled() && sc.is_remote());
+        assert_eq!(sc.trace_state().get("congo"), Some("t61rcWkgMzE"));
+        assert_eq!(sc.trace_state().get("rojo"), Some("00f067aa0ba902b7"));
+        let unsampled = headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )]);
+        assert!(remote_parent(&unsampled).is_some_and(|s| !s.is_sampled()));
     }
 
     #[test]
