@@ -16,13 +16,6 @@ fn repo(path: &str) -> PathBuf {
     root().join(path)
 }
 
-/// Examples whose feature is not on this branch yet: skipped by
-/// `guide_examples_print_what_the_readme_shows`, run by the ignored
-/// `pending_guide_examples_print_what_the_readme_shows`. `transactions` needs the body stage
-/// (`routes[].body`, issue #16 items 1–2); `history` that and the history stage (`history:`,
-/// item 5). Remove each name once its stages are merged.
-const PENDING: &[&str] = &["transactions", "history"];
-
 /// One `$ riskgate …` line and the output lines shown under it.
 #[derive(Debug)]
 struct Run {
@@ -159,12 +152,9 @@ fn failures(example: &Example) -> Vec<String> {
     failed
 }
 
-fn check_examples(pending: bool) {
+fn check_examples() {
     let all = examples(&readme());
-    let chosen: Vec<&Example> = all
-        .iter()
-        .filter(|e| PENDING.contains(&e.name.as_str()) == pending)
-        .collect();
+    let chosen: Vec<&Example> = all.iter().collect();
     for example in &chosen {
         assert!(
             !example.runs.is_empty(),
@@ -186,30 +176,20 @@ fn check_examples(pending: bool) {
 #[test]
 fn guide_examples_print_what_the_readme_shows() {
     let names: Vec<String> = examples(&readme()).into_iter().map(|e| e.name).collect();
-    for name in ["bands", "networks", "workloads", "headers"] {
+    for name in [
+        "bands",
+        "networks",
+        "workloads",
+        "headers",
+        "transactions",
+        "history",
+    ] {
         assert!(
             names.iter().any(|n| n == name),
             "no `{name}` example in {names:?}"
         );
     }
-    check_examples(false);
-}
-
-#[test]
-#[ignore = "needs the body and history stages (issue #16 items 1, 2, 5); see PENDING"]
-fn pending_guide_examples_print_what_the_readme_shows() {
-    check_examples(true);
-}
-
-#[test]
-fn pending_examples_are_named_in_the_readme() {
-    let names: Vec<String> = examples(&readme()).into_iter().map(|e| e.name).collect();
-    for name in PENDING {
-        assert!(
-            names.iter().any(|n| n == name),
-            "PENDING `{name}` is not an example: {names:?}"
-        );
-    }
+    check_examples();
 }
 
 #[test]
