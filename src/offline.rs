@@ -246,6 +246,22 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
             Err(problems) => v.problems.extend(problems.iter().map(ToString::to_string)),
         }
     }
+    let body_needed = config
+        .routes
+        .iter()
+        .filter_map(|r| r.body.as_ref().map(|b| b.max_bytes))
+        .max();
+    let problems = body_problems(&proxies.envoy, &proxies.istio, body_needed);
+    if let (Some(n), true, false) = (
+        body_needed,
+        problems.is_empty(),
+        proxies.envoy.is_empty() && proxies.istio.is_empty(),
+    ) {
+        v.checked.push(format!(
+            "body-mapped routes get up to {n} bytes of body from the proxy configs"
+        ));
+    }
+    v.problems.extend(problems);
     let hops = config.client_address.xff_trusted_hops;
     for path in &proxies.envoy {
         // a file that cannot be read is already reported by the timeout check above
@@ -281,6 +297,19 @@ pub fn validate(config_path: &Path, proxies: &ProxyFiles) -> Validation {
     v.warnings
         .extend(context_header_warnings(&config.context.headers, proxies));
     v
+}
+
+/// Proxy configs that send body-mapped routes less body than they read, or none
+/// ([`proxy::body`]).
+fn body_problems(envoy: &[PathBuf], istio: &[PathBuf], needed: Option<usize>) -> Vec<String> {
+    let read = |p: &PathBuf| proxy::read_documents(p).ok();
+    let envoy = envoy.iter().filter_map(|p| {
+        read(p).map(|(text, docs)| proxy::body::envoy_problems(p, &docs, &text, needed))
+    });
+    let istio = istio.iter().filter_map(|p| {
+        read(p).map(|(text, docs)| proxy::body::istio_problems(p, &docs, &text, needed))
+    });
+    envoy.chain(istio).flatten().collect()
 }
 
 /// `context.headers` entries that some given proxy config lets a client send (no `jwt_authn`

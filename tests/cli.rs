@@ -982,3 +982,67 @@ fn check_bad_flag_values_exit_1_naming_the_flag() {
         assert_eq!(code, Some(0), "{stdout}{stderr}");
     }
 }
+
+/// A body-mapped route (the shipped withdraw and transfer routes) behind an Envoy config that
+/// sends no body with the Check would deny every withdrawal: `validate` names the file, and
+/// the shipped config (8 KiB on those routes) passes.
+#[test]
+fn validate_fails_when_the_envoy_config_sends_no_body_to_body_mapped_routes() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let shipped = repo("deploy/envoy/envoy.yaml");
+    let envoy_text = match std::fs::read_to_string(&shipped) {
+        Ok(t) => t,
+        Err(e) => panic!("read {}: {e}", shipped.display()),
+    };
+    assert!(
+        envoy_text.contains("with_request_body:"),
+        "the shipped config sends bodies"
+    );
+    // the shipped per-route body setting, dropped (its three keys with it)
+    let stripped: String = envoy_text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !(t.starts_with("with_request_body:")
+                || t.starts_with("max_request_bytes:")
+                || t.starts_with("allow_partial_message:")
+                || t.starts_with("pack_as_bytes:"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("check_settings:\n", "check_settings: {}\n");
+    let without = dir.path().join("envoy-no-body.yaml");
+    if let Err(e) = std::fs::write(&without, stripped) {
+        panic!("write: {e}");
+    }
+    let config = repo("deploy/riskgate.yaml");
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        path_str(&config),
+        "--envoy-config",
+        path_str(&without),
+    ]);
+    let stderr = text_of(&out);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("envoy-no-body.yaml") && stderr.contains("sends no body"),
+        "{stderr}"
+    );
+    let out = riskgate(&[
+        "validate",
+        "-c",
+        path_str(&config),
+        "--envoy-config",
+        path_str(&shipped),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    assert!(text(&out.stdout).contains("body-mapped routes get up to 8192 bytes"));
+}
+
+fn text_of(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}

@@ -16,9 +16,10 @@
 mod common;
 mod support;
 
+use common::repo;
 use risk_sim::{ScriptedAction, SimConfig};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use support::envoy::{self, Envoy, Ports};
 use support::http::client;
 use support::jwt;
@@ -28,10 +29,6 @@ use support::upstream::Upstream;
 use support::wait;
 
 const PARALLEL: usize = 8;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// The shipped `policies/*.cedar` plus the history examples, in a directory of their own.
 fn policies_with_history(dir: &TestDir) -> PathBuf {

@@ -9,6 +9,7 @@
 //! Helm values and ConfigMaps alike.
 
 pub mod ambient;
+pub mod body;
 mod duration;
 pub mod trust;
 pub mod xff;
