@@ -173,12 +173,16 @@ impl Decider {
         d.strip_headers = self.headers_to_strip(req);
         d.enforced = self.settings.mode == Mode::Enforce;
         let snapshot = self.snapshot.load_full();
-        let mut ticket = None;
-        d.verdict = match self.evaluate(&snapshot, req, &mut d, &mut ticket).await {
+        // Released by its Drop if this future is dropped before the verdict (cancelled Check).
+        let mut unsettled = history::Unsettled::new(self.settings.history, self.uses.clone());
+        d.verdict = match self
+            .evaluate(&snapshot, req, &mut d, unsettled.slot())
+            .await
+        {
             Ok(()) => Verdict::Allow,
             Err(reason) => Verdict::Deny(reason),
         };
-        if let Some(ticket) = &ticket {
+        if let Some(ticket) = &unsettled.take() {
             let (settings, store) = (&self.settings.history, &*self.uses);
             history::close(settings, store, ticket, &d.verdict, d.enforced).await;
         }

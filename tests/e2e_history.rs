@@ -159,3 +159,118 @@ async fn parallel_withdrawals_stop_at_the_cap_and_repeated_denials_ask_for_step_
     expected.sort();
     assert_eq!(decisions, expected, "{audited:#?}");
 }
+
+/// The USD minor units reserved in every history slice on `redis`.
+fn reserved_usd(redis: &support::redis::Redis) -> i64 {
+    redis
+        .cli(&["--scan", "--pattern", "riskgate:p:*:h:*"])
+        .lines()
+        .map(|key| {
+            redis
+                .cli(&["HGET", key.trim(), "a:USD"])
+                .trim()
+                .parse::<i64>()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A withdrawal whose client hangs up while riskgate waits for the risk API (Envoy cancels
+/// the Check, riskgate's decision is dropped before its verdict) was never forwarded: its
+/// reservation is released, so it does not use up the user's cap for the window. State on a
+/// real Redis, so the reservation can be read from outside.
+#[tokio::test]
+async fn a_cancelled_withdrawal_releases_its_reservation() {
+    let Some(bin) = envoy::binary() else {
+        return;
+    };
+    let Some(bins) = support::redis::binaries() else {
+        return;
+    };
+    let dir = TestDir::new("e2e_history_cancel");
+    let redis = support::redis::Redis::start(&bins, &dir, "redis", &[]).await;
+    let policies = policies_with_history(&dir);
+    let sim = risk_sim::start(SimConfig::default(), ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("start the risk API simulator");
+    let upstream = Upstream::start().await;
+    let redis_url = redis.url();
+    let riskgate = Riskgate::start(&dir, &sim.base_url(), |v| {
+        if let Some(map) = v.as_mapping_mut() {
+            map.insert("routes".into(), shipped_routes());
+            let state: serde_yaml_ng::Value = serde_yaml_ng::from_str(&format!(
+                "{{store: redis, redis: {{url: \"{redis_url}\"}}}}"
+            ))
+            .expect("state yaml");
+            map.insert("state".into(), state);
+        }
+        if let Some(p) = v.get_mut("policies").and_then(|p| p.as_mapping_mut()) {
+            p.insert("dir".into(), policies.display().to_string().into());
+        }
+        // wait for the API up to Envoy's own 1 s timeout: time to hang up first
+        if let Some(r) = v.get_mut("risk").and_then(|r| r.as_mapping_mut()) {
+            r.insert("budget".into(), "950ms".into());
+        }
+    })
+    .await;
+    let envoy = Envoy::start(&dir, &bin, Ports::new(riskgate.grpc_port, upstream.port())).await;
+    sim.script(
+        "t-slow",
+        ScriptedAction {
+            transaction_data: Some(json!({ "amount": 4000, "currency": "USD" })),
+            delay_ms: 10_000,
+            ..common::scripted(10.0, "ALLOW", "withdraw", Some("u1"))
+        },
+    );
+    let u1 = jwt::valid("u1");
+    let url = envoy.url("/accounts/a1/withdraw");
+    let request = client()
+        .post(url)
+        .bearer_auth(&u1)
+        .header("x-action-token", "t-slow")
+        .header("content-type", "application/json")
+        .body(r#"{"amount": 4000.00, "currency": "USD"}"#)
+        .send();
+    let pending = tokio::spawn(request);
+
+    // riskgate asks the API only after the history stage reserved the amount
+    let sim_ref = &sim;
+    wait::until("the risk API asked", wait::ready_timeout(), || async move {
+        match sim_ref.stats().per_token.get("t-slow") {
+            Some(n) if *n > 0 => wait::Probe::Ready(()),
+            _ => wait::Probe::NotYet("no call yet".into()),
+        }
+    })
+    .await
+    .expect("riskgate reaches the risk stage");
+    assert_eq!(
+        reserved_usd(&redis),
+        400_000,
+        "4,000.00 reserved while deciding"
+    );
+    pending.abort();
+
+    let redis_ref = &redis;
+    let released = wait::until(
+        "the reservation released",
+        wait::ready_timeout(),
+        || async move {
+            match reserved_usd(redis_ref) {
+                0 => wait::Probe::Ready(()),
+                n => wait::Probe::NotYet(format!("{n} minor units still reserved")),
+            }
+        },
+    )
+    .await;
+    assert!(released.is_ok(), "{released:?}");
+    // Cancelled, not decided: no audit line (were there one, riskgate answered first and
+    // this test proved nothing about cancellation).
+    assert!(
+        riskgate
+            .audit()
+            .iter()
+            .all(|l| l["route"].as_str().is_none_or(|r| !r.contains("withdraw"))),
+        "{:#?}",
+        riskgate.audit()
+    );
+}

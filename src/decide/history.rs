@@ -16,6 +16,11 @@
 //! is counted as enforcement would count it, so history-based rules behave in the dry run
 //! as they will when enforced.
 //!
+//! A Check whose caller goes away before the verdict (the client hung up, Envoy cancelled
+//! the Check and the decision's future was dropped) was never forwarded: [`Unsettled`]
+//! releases its reservation from `Drop` (a spawned store call), counting nothing, so a
+//! cancelled withdrawal does not keep its amount in the window.
+//!
 //! A store failure while opening denies with 503 `state_unavailable` (with `state.on_failure:
 //! local` the guarded store answers from this replica's memory instead), like the sticky-risk
 //! read; a failure while closing is logged (rate-limited) and leaves the answer unchanged.
@@ -26,6 +31,7 @@ use crate::identity::Principal;
 use crate::log_limit::LogLimit;
 use crate::policy::{History, RequestFacts};
 use crate::state::{HistoryUpdate, HistoryWindow, StateStore, StoreError};
+use std::sync::Arc;
 
 /// What [`open`] needs besides the request.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +149,65 @@ pub async fn close(
         .await
     {
         log_close_failure(store, &e);
+    }
+}
+
+/// Holds the [`Ticket`] of a Check being decided; dropped still holding it — the decision's
+/// future was dropped before [`close`] — it releases the reservation in a spawned task.
+pub struct Unsettled {
+    settings: HistorySettings,
+    store: Arc<dyn StateStore>,
+    ticket: Option<Ticket>,
+}
+
+impl Unsettled {
+    /// Nothing opened yet.
+    pub fn new(settings: HistorySettings, store: Arc<dyn StateStore>) -> Unsettled {
+        Unsettled {
+            settings,
+            store,
+            ticket: None,
+        }
+    }
+
+    /// Where [`open`]'s ticket goes.
+    pub fn slot(&mut self) -> &mut Option<Ticket> {
+        &mut self.ticket
+    }
+
+    /// The ticket, to settle with the verdict: from now on dropping releases nothing.
+    pub fn take(&mut self) -> Option<Ticket> {
+        self.ticket.take()
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let Some((currency, amount)) = ticket.reserved.clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (settings, store) = (self.settings, self.store.clone());
+        runtime.spawn(async move {
+            let update = HistoryUpdate {
+                at_ms: ticket.at_ms,
+                currency: Some(currency.as_str()),
+                amount: amount.saturating_neg(),
+                denies: 0,
+                challenges: 0,
+            };
+            if let Err(e) = store
+                .history(&ticket.principal, settings.window, update)
+                .await
+            {
+                log_close_failure(&*store, &e);
+            }
+        });
     }
 }
 
