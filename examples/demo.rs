@@ -20,7 +20,7 @@ use support::http::client;
 use support::jwt;
 use support::ports::{free_port, loopback};
 use support::procs::{Proc, TestDir};
-use support::riskgate::{binary, Riskgate};
+use support::riskgate::{binary, shipped_routes, Riskgate};
 use support::upstream::Upstream;
 use support::wait;
 
@@ -31,8 +31,21 @@ struct Step {
     path: &'static str,
     token: Option<&'static str>,
     claims: Value,
+    /// The JSON body of a POST (`None`: the usual one for its route, [`body_for`]).
+    body: Option<&'static str>,
     expect: u16,
     what: &'static str,
+}
+
+/// What the client sends: the amount the action was assessed for (see risk-script.yaml).
+fn body_for(path: &str) -> &'static str {
+    if path.ends_with("/withdraw") {
+        r#"{"amount": 120.00, "currency": "USD"}"#
+    } else if path.ends_with("/transfer") {
+        r#"{"amount": 250.00, "currency": "USD", "payee": {"account": "DE89370400440532013000"}}"#
+    } else {
+        "{}"
+    }
 }
 
 fn step(
@@ -49,6 +62,7 @@ fn step(
         path,
         token,
         claims: json!({}),
+        body: None,
         expect,
         what,
     }
@@ -156,6 +170,17 @@ fn steps() -> Vec<Step> {
             403,
             "token replayed",
         ),
+        Step {
+            body: Some(r#"{"amount": 12000.00, "currency": "USD"}"#),
+            ..step(
+                "u1",
+                M::POST,
+                "/accounts/a1/withdraw",
+                Some("u1-withdraw-120"),
+                403,
+                "assessed for 120 USD, asks 12,000",
+            )
+        },
         step(
             "anonymous",
             M::POST,
@@ -211,7 +236,13 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let upstream = Upstream::start().await;
-    let riskgate = Riskgate::start(&dir, &format!("http://127.0.0.1:{sim_port}"), |_| {}).await;
+    // the shipped routes as they are, body mappings included (the test harness drops them)
+    let riskgate = Riskgate::start(&dir, &format!("http://127.0.0.1:{sim_port}"), |v| {
+        if let Some(map) = v.as_mapping_mut() {
+            map.insert("routes".into(), shipped_routes());
+        }
+    })
+    .await;
     let envoy = Envoy::start(
         &dir,
         &envoy_bin,
@@ -223,10 +254,10 @@ async fn main() -> ExitCode {
     println!("riskgate demo: client ─► Envoy :{} ─► riskgate :{} ─► risk API simulator :{} + Cedar (policies/)", envoy.ports().listener, riskgate.grpc_port, sim_port);
     println!();
     println!(
-        "{:<10} {:<5} {:<28} {:>6} {:<10} {:<15} {:>4}  {:<32} scenario",
+        "{:<10} {:<5} {:<28} {:>6} {:<10} {:<15} {:>4}  {:<38} scenario",
         "user", "verb", "path", "score", "band", "recommendation", "HTTP", "decided by"
     );
-    println!("{}", "─".repeat(140));
+    println!("{}", "─".repeat(146));
     let mut failures = 0;
     for s in steps() {
         let mut req = client().request(s.method.clone(), envoy.url(s.path));
@@ -238,7 +269,8 @@ async fn main() -> ExitCode {
             req = req.header("x-action-token", t);
         }
         if s.method != Method::GET {
-            req = req.header("content-type", "application/json").body("{}");
+            let body = s.body.unwrap_or_else(|| body_for(s.path));
+            req = req.header("content-type", "application/json").body(body);
         }
         let resp = req.send().await.expect("request through Envoy");
         let status = resp.status().as_u16();
@@ -283,7 +315,7 @@ async fn main() -> ExitCode {
             failures += 1;
         }
         println!(
-            "{:<10} {:<5} {:<28} {:>6} {:<10} {:<15} {:>4}  {:<32} {}{}{}",
+            "{:<10} {:<5} {:<28} {:>6} {:<10} {:<15} {:>4}  {:<38} {}{}{}",
             s.who,
             s.method.as_str(),
             s.path,
