@@ -174,7 +174,7 @@ impl Decider {
         d.enforced = self.settings.mode == Mode::Enforce;
         let snapshot = self.snapshot.load_full();
         // Released by its Drop if this future is dropped before the verdict (cancelled Check).
-        let mut unsettled = history::Unsettled::new(self.settings.history, self.uses.clone());
+        let mut unsettled = history::Unsettled::new(self.settings.history, &self.uses);
         d.verdict = match self
             .evaluate(&snapshot, req, &mut d, unsettled.slot())
             .await

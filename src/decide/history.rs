@@ -133,6 +133,19 @@ pub async fn close(
     enforced: bool,
 ) {
     let (denies, challenges, release) = outcome_of(verdict, enforced);
+    settle(settings, store, ticket, denies, challenges, release).await;
+}
+
+/// One store operation: `denies` and `challenges` counted, and the reservation released
+/// when `release`; nothing when there is nothing to write.
+async fn settle(
+    settings: &HistorySettings,
+    store: &dyn StateStore,
+    ticket: &Ticket,
+    denies: i64,
+    challenges: i64,
+    release: bool,
+) {
     let released = ticket.reserved.as_ref().filter(|_| release);
     if denies == 0 && challenges == 0 && released.is_none() {
         return;
@@ -154,15 +167,15 @@ pub async fn close(
 
 /// Holds the [`Ticket`] of a Check being decided; dropped still holding it — the decision's
 /// future was dropped before [`close`] — it releases the reservation in a spawned task.
-pub struct Unsettled {
+pub struct Unsettled<'a> {
     settings: HistorySettings,
-    store: Arc<dyn StateStore>,
+    store: &'a Arc<dyn StateStore>,
     ticket: Option<Ticket>,
 }
 
-impl Unsettled {
+impl<'a> Unsettled<'a> {
     /// Nothing opened yet.
-    pub fn new(settings: HistorySettings, store: Arc<dyn StateStore>) -> Unsettled {
+    pub fn new(settings: HistorySettings, store: &'a Arc<dyn StateStore>) -> Unsettled<'a> {
         Unsettled {
             settings,
             store,
@@ -181,33 +194,16 @@ impl Unsettled {
     }
 }
 
-impl Drop for Unsettled {
+impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
-        let Some(ticket) = self.ticket.take() else {
-            return;
-        };
-        let Some((currency, amount)) = ticket.reserved.clone() else {
+        let Some(ticket) = self.ticket.take().filter(|t| t.reserved.is_some()) else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let (settings, store) = (self.settings, self.store.clone());
-        runtime.spawn(async move {
-            let update = HistoryUpdate {
-                at_ms: ticket.at_ms,
-                currency: Some(currency.as_str()),
-                amount: amount.saturating_neg(),
-                denies: 0,
-                challenges: 0,
-            };
-            if let Err(e) = store
-                .history(&ticket.principal, settings.window, update)
-                .await
-            {
-                log_close_failure(&*store, &e);
-            }
-        });
+        runtime.spawn(async move { settle(&settings, &*store, &ticket, 0, 0, true).await });
     }
 }
 
