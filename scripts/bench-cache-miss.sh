@@ -13,7 +13,7 @@ CHECKS=${CHECKS:-2000}
 CONCURRENCY=${CONCURRENCY:-16}
 PROBES=${PROBES:-200}
 die() { echo "bench-cache-miss: $*" >&2; exit 1; }
-cargo build --quiet --release --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load ||
+cargo build --quiet --release --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load --bench decide_median ||
   die "build failed"
 load=$(ls -t target/release/deps/miss_load-* | grep -v '\.d$' | head -1)
 work=$(mktemp -d)

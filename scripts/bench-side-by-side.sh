@@ -50,7 +50,7 @@ fi
 PROFILE=${PROFILE:-release}
 # One build command for every release bench script (the same targets, so the same feature
 # resolution: none of them rebuilds what another built).
-artifacts=$(cargo build --profile "$PROFILE" --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load \
+artifacts=$(cargo build --profile "$PROFILE" --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load --bench decide_median --bench decide_median \
   --message-format=json-render-diagnostics) || die "build failed"
 exe() {
   python3 -c 'import json, sys
@@ -61,7 +61,8 @@ for line in sys.stdin:
 }
 riskgate=$(exe riskgate)
 noop=$(exe noop_authz)
-[ -x "$riskgate" ] && [ -x "$noop" ] || die "cannot find the riskgate and noop_authz binaries"
+decide_median=$(exe decide_median)
+[ -x "$riskgate" ] && [ -x "$noop" ] && [ -x "$decide_median" ] || die "cannot find the riskgate, noop_authz and decide_median binaries"
 
 # --- files -------------------------------------------------------------------------------------
 work=$(mktemp -d)
@@ -234,6 +235,13 @@ start_riskgate() {
   die "riskgate not ready: $(tail -n 3 "$work/riskgate.log")"
 }
 
+# --- 0. decide() in process --------------------------------------------------------------------
+# The issue's CPU target is do-nothing + decide() median + 3 µs: the median of this config
+# and this CheckRequest, measured here (benches/decide_median.rs), before the servers start.
+DECIDE=$(cd "$work" && "$decide_median" riskgate.yaml check.bin) || die "decide_median failed"
+DECIDE_US=$(awk -v l="$DECIDE" 'BEGIN { split(l, f, /[ =]/); printf "%.1f", f[2] / 1000 }')
+HANDLER_US=$(awk -v l="$DECIDE" 'BEGIN { split(l, f, /[ =]/); printf "%.1f", f[4] / 1000 }')
+
 # --- 1. direct gRPC Checks ---------------------------------------------------------------------
 start_noop
 start_riskgate
@@ -296,6 +304,13 @@ for load in max $RATES; do
   for i in 0 1 2 3 4 5 6 7; do row+=" | $(cell "${r[$i]}" "${n[$i]}")"; done
   echo "$row |"
 done
+read -r -a n <<<"${RESULT[noop/max]}"
+read -r -a r <<<"${RESULT[riskgate/max]}"
+echo
+echo "In process, one thread (benches/decide_median.rs, medians): decide() $DECIDE_US µs; whole Check handler (decide + span, metrics, answer, audit) $HANDLER_US µs."
+awk -v n="${n[6]}" -v r="${r[6]}" -v d="$DECIDE_US" 'BEGIN {
+  t = n + d + 3
+  printf "CPU target at max rate: do-nothing %.1f + decide() %.1f + 3 = %.1f µs per Check; riskgate %.1f: %s (%+.1f µs).\n", n, d, t, r, (r <= t ? "met" : "not met"), r - t }'
 echo
 echo "Through Envoy ($("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^/]*/[0-9.]*' | head -1 | cut -d/ -f2), --concurrency 1; wrk, $WRK_CONNS connections, max rate; direct_response behind; ratios to ext_authz → do-nothing):"
 echo

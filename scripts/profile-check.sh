@@ -16,7 +16,7 @@ if ! command -v valgrind >/dev/null || ! command -v h2load >/dev/null; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get install -y valgrind nghttp2-client >/dev/null || die "cannot install valgrind and nghttp2-client"
 fi
-cargo build --quiet --release --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load || die "build failed"
+cargo build --quiet --release --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load --bench decide_median || die "build failed"
 riskgate=target/release/riskgate
 noop=$(ls -t target/release/deps/noop_authz-* | grep -v '\.d$' | head -1)
 work=$(mktemp -d)

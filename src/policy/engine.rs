@@ -7,11 +7,12 @@ use crate::identity::Principal;
 use crate::routes::Route;
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicySet, Request, Response, RestrictedExpression, Schema,
+    EntityUid, PolicySet, Response, Schema,
 };
+use cedar_policy_core::ast::Value;
 pub use facts::{FactValue, History, RequestFacts, Transaction, Workload, NO_FACTS};
-use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use smol_str::SmolStr;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -71,6 +72,10 @@ pub struct PolicySnapshot {
     origins: HashMap<String, String>,
     /// History reads and step-up forbids (see [`traits`]).
     traits: traits::PolicyTraits,
+    /// Entity type names, parsed once.
+    type_names: prepare::TypeNames,
+    /// Context shapes the schema accepted (see [`prepare`]).
+    checked_shapes: prepare::CheckedShapes,
 }
 
 fn type_name(name: &str) -> Result<EntityTypeName, EvalError> {
@@ -83,25 +88,6 @@ pub fn uid(type_name_str: &str, id: &str) -> Result<EntityUid, EvalError> {
         type_name(type_name_str)?,
         EntityId::new(id),
     ))
-}
-
-fn claim_to_expr(value: &Value) -> Option<RestrictedExpression> {
-    match value {
-        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
-        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
-        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
-        Value::Array(items) => {
-            let strings: Option<Vec<_>> = items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(|s| RestrictedExpression::new_string(s.to_owned()))
-                })
-                .collect();
-            strings.map(RestrictedExpression::new_set)
-        }
-        _ => None,
-    }
 }
 
 impl PolicySnapshot {
@@ -127,6 +113,8 @@ impl PolicySnapshot {
         let traits = traits::PolicyTraits::of(&policies);
         Ok(PolicySnapshot {
             traits,
+            type_names: prepare::TypeNames::of(&self.schema),
+            checked_shapes: prepare::CheckedShapes::default(),
             schema: self.schema.clone(),
             policies,
             slices,
@@ -161,6 +149,8 @@ impl PolicySnapshot {
         let traits = traits::PolicyTraits::of(&policies);
         Ok(PolicySnapshot {
             traits,
+            type_names: prepare::TypeNames::of(&schema),
+            checked_shapes: prepare::CheckedShapes::default(),
             schema,
             policies,
             slices,
@@ -253,75 +243,6 @@ impl PolicySnapshot {
         self.origins.get(id).map(String::as_str)
     }
 
-    fn principal_entity(&self, input: &PolicyInput<'_>) -> Result<Entity, EvalError> {
-        match input.principal {
-            Principal::Anonymous => Ok(Entity::new_no_attrs(
-                uid(ANONYMOUS_TYPE, "anonymous")?,
-                HashSet::new(),
-            )),
-            Principal::User { id, claims, .. } => {
-                let user = uid(USER_TYPE, id)?;
-                // Start from the entities file's record of this user (its groups and
-                // attributes: block lists, roles kept there must keep working), then add the
-                // verified claims; a claim never overrides an attribute the file sets.
-                let (mut attrs, parents) = match self.entities.get(&user) {
-                    Some(known) => {
-                        let (_, attrs, parents) = known.clone().into_inner();
-                        (attrs, parents)
-                    }
-                    None => (HashMap::new(), HashSet::new()),
-                };
-                for name in input.claims_as_attributes {
-                    if attrs.contains_key(name) {
-                        continue;
-                    }
-                    if let Some(expr) = claims.get(name).and_then(claim_to_expr) {
-                        attrs.insert(name.clone(), expr);
-                    }
-                }
-                Entity::new(user, attrs, parents).map_err(|e| EvalError(e.to_string()))
-            }
-        }
-    }
-
-    /// The entities one request needs: the principal built from verified claims, and from
-    /// the entities file the resource, the action, and the ancestors of all three. Built per
-    /// request from the (immutable) file set, so its cost does not grow with the file: a
-    /// copy of the whole set per Check cost 150 ms with 100,000 entities. A policy that
-    /// dereferences an entity beyond these (say `resource.owner.name`) errors, which denies.
-    fn request_entities(
-        &self,
-        principal: Entity,
-        uids: [Option<EntityUid>; 2],
-    ) -> Result<Entities, EvalError> {
-        let principal_uid = principal.uid();
-        // The principal built from claims goes in first, so the file's copy is never cloned.
-        let mut picked: HashMap<EntityUid, Entity> =
-            HashMap::from([(principal_uid.clone(), principal)]);
-        let stores = [&self.entities, &self.actions];
-        let pick = |uid: &EntityUid, picked: &mut HashMap<EntityUid, Entity>| {
-            if picked.contains_key(uid) {
-                return;
-            }
-            if let Some(entity) = stores.iter().find_map(|s| s.get(uid)) {
-                picked.insert(uid.clone(), entity.clone());
-            }
-        };
-        for uid in uids.iter().flatten().chain([&principal_uid]) {
-            pick(uid, &mut picked);
-            for store in stores {
-                if let Some(ancestors) = store.ancestors(uid) {
-                    for ancestor in ancestors {
-                        pick(ancestor, &mut picked);
-                    }
-                }
-            }
-        }
-        // Checked against the schema: a claim of the wrong type is refused, not coerced.
-        Entities::from_entities(picked.into_values(), Some(&self.schema))
-            .map_err(|e| EvalError(e.to_string()))
-    }
-
     /// Evaluates one request against the policies whose scope can match it (see
     /// [`super::slice`]): the same answer as the whole set, at a cost that does not grow
     /// with policies written for other principals, actions or resource types.
@@ -335,31 +256,28 @@ impl PolicySnapshot {
         input: &PolicyInput<'_>,
         sliced: bool,
     ) -> Result<PolicyAnswer, EvalError> {
-        let principal = self.principal_entity(input)?;
-        let principal_uid = principal.uid();
-        let action = uid("Action", input.action)?;
-        let resource = uid(input.resource_type, input.resource_id)?;
+        let prepared = self.prepare(input)?;
         let selected = if sliced {
-            self.slices
-                .select(&principal_uid, &action, resource.type_name())
+            self.slices.select(
+                &prepared.principal,
+                &prepared.action,
+                prepared.resource.type_name(),
+            )
         } else {
             Selected::Full
         };
-        let context = input.context.to_cedar()?;
-        let request = Request::new(principal_uid, action, resource, context, Some(&self.schema))
-            .map_err(|e| EvalError(e.to_string()))?;
-        let entities = self.request_entities(principal, request_uids(&request))?;
+        let (request, entities) = (&prepared.request, &prepared.entities);
         let authorizer = Authorizer::new();
         let answer = match selected {
             Selected::Full => {
-                answer_of(&[authorizer.is_authorized(&request, &self.policies, &entities)])
+                answer_of(&[authorizer.is_authorized(request, &self.policies, entities)])
             }
             Selected::Sliced(shared, None) => {
-                answer_of(&[authorizer.is_authorized(&request, shared, &entities)])
+                answer_of(&[authorizer.is_authorized(request, shared, entities)])
             }
             Selected::Sliced(shared, Some(own)) => answer_of(&[
-                authorizer.is_authorized(&request, shared, &entities),
-                authorizer.is_authorized(&request, own, &entities),
+                authorizer.is_authorized(request, shared, entities),
+                authorizer.is_authorized(request, own, entities),
             ]),
         };
         Ok(answer)
@@ -400,11 +318,6 @@ fn answer_of(responses: &[Response]) -> PolicyAnswer {
     }
 }
 
-/// The action and resource of a request (the principal is handled separately).
-fn request_uids(request: &Request) -> [Option<EntityUid>; 2] {
-    [request.action().cloned(), request.resource().cloned()]
-}
-
 /// Builds the `context` record policies see.
 #[derive(Debug, Clone)]
 pub struct ContextInput<'a> {
@@ -433,66 +346,78 @@ pub struct ContextInput<'a> {
 }
 
 impl ContextInput<'_> {
-    /// The Cedar record, built from typed values (no JSON round trip: parsing a context
-    /// from JSON costs more than evaluating the example policies).
+    /// The Cedar record.
     pub fn to_cedar(&self) -> Result<Context, EvalError> {
-        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
-        let record = |pairs: Vec<(&str, RestrictedExpression)>| {
-            RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
-                .map_err(|e| EvalError(e.to_string()))
-        };
-        let risk = record(vec![
-            ("present", RestrictedExpression::new_bool(self.risk_present)),
-            ("outage", RestrictedExpression::new_bool(self.outage)),
-            ("score", RestrictedExpression::new_long(self.score)),
-            ("band", s(self.band)),
-            ("recommendation", s(self.recommendation)),
-            (
-                "reasons",
-                RestrictedExpression::new_set(self.reasons.iter().map(|r| s(r))),
-            ),
-        ])?;
-        Context::from_pairs(std::iter::once(("risk".to_owned(), risk)).chain(self.fact_pairs()?))
-            .map_err(|e| EvalError(e.to_string()))
+        Ok(Context::from(cedar_policy_core::ast::Context::Value(
+            std::sync::Arc::new(self.values()?),
+        )))
     }
 
-    /// The context entries besides `risk`: `request` and, when known, `source`.
-    fn fact_pairs(&self) -> Result<Vec<(String, RestrictedExpression)>, EvalError> {
-        let mut pairs = vec![("request".to_owned(), self.request_record()?)];
+    /// The record's attributes as Cedar values, built directly: no restricted expression
+    /// to interpret (building the context through Cedar's expression API cost more than
+    /// evaluating the example policies), no JSON.
+    pub(super) fn values(&self) -> Result<BTreeMap<SmolStr, Value>, EvalError> {
+        let s = |v: &str| Value::from(v);
+        let reasons = Value::set(self.reasons.iter().map(|r| s(r)), None);
+        let risk = Value::record(
+            [
+                ("present", Value::from(self.risk_present)),
+                ("outage", Value::from(self.outage)),
+                ("score", Value::from(self.score)),
+                ("band", s(self.band)),
+                ("recommendation", s(self.recommendation)),
+                ("reasons", reasons),
+            ],
+            None,
+        );
+        let mut values: BTreeMap<SmolStr, Value> = self.fact_values()?.into_iter().collect();
+        values.insert(SmolStr::new_static("risk"), risk);
+        Ok(values)
+    }
+
+    /// The context entries besides `risk`: `request` and, when known, `source`,
+    /// `transaction` and `history`.
+    fn fact_values(&self) -> Result<Vec<(SmolStr, Value)>, EvalError> {
+        let mut pairs = vec![(SmolStr::new_static("request"), self.request_record()?)];
         if let Some(source) = &self.facts.source {
-            pairs.push(("source".to_owned(), facts::workload_record(source)?));
+            pairs.push((
+                SmolStr::new_static("source"),
+                facts::workload_record(source),
+            ));
         }
         if let Some(transaction) = &self.facts.transaction {
             pairs.push((
-                "transaction".to_owned(),
-                facts::transaction_record(transaction)?,
+                SmolStr::new_static("transaction"),
+                facts::transaction_record(transaction),
             ));
         }
         if let Some(history) = &self.facts.history {
-            pairs.push(("history".to_owned(), facts::history_record(history)?));
+            pairs.push((
+                SmolStr::new_static("history"),
+                facts::history_record(history),
+            ));
         }
         Ok(pairs)
     }
 
     /// The `context.request` record (the HTTP facts).
-    fn request_record(&self) -> Result<RestrictedExpression, EvalError> {
-        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    fn request_record(&self) -> Result<Value, EvalError> {
+        let s = |v: &str| Value::from(v);
         let mut pairs = vec![
             ("method", s(self.method)),
             ("path", s(self.path)),
             ("host", s(self.host)),
         ];
         if let Some(ip) = self.ip {
-            pairs.push(("ip", facts::ip_expr(ip)));
+            pairs.push(("ip", facts::ip_value(ip)?));
         }
         if let Some(headers) = &self.facts.headers {
-            pairs.push(("headers", facts::values_record(headers)?));
+            pairs.push(("headers", facts::values_record(headers)));
         }
         if let Some(query) = &self.facts.query {
-            pairs.push(("query", facts::values_record(query)?));
+            pairs.push(("query", facts::values_record(query)));
         }
-        RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
-            .map_err(|e| EvalError(e.to_string()))
+        Ok(Value::record(pairs, None))
     }
 
     /// A context with neutral risk and request fields, for the start-up schema check.
@@ -515,6 +440,7 @@ impl ContextInput<'_> {
 
 mod facts;
 mod partial;
+mod prepare;
 mod traits;
 pub use traits::STEP_UP_ANNOTATION;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::config::{ContextConfig, ContextField, FieldType};
 use crate::policy::{PolicyError, PolicyProblem};
 use crate::routes::Route;
 use cedar_policy::{Context, RestrictedExpression};
+use cedar_policy_core::ast::Value;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -24,11 +25,11 @@ pub enum FactValue {
 }
 
 impl FactValue {
-    fn to_expr(&self) -> RestrictedExpression {
+    fn to_value(&self) -> Value {
         match self {
-            FactValue::String(s) => RestrictedExpression::new_string(s.clone()),
-            FactValue::Long(n) => RestrictedExpression::new_long(*n),
-            FactValue::Bool(b) => RestrictedExpression::new_bool(*b),
+            FactValue::String(s) => Value::from(s.as_str()),
+            FactValue::Long(n) => Value::from(*n),
+            FactValue::Bool(b) => Value::from(*b),
         }
     }
 }
@@ -96,85 +97,69 @@ pub static NO_FACTS: RequestFacts = RequestFacts {
     history: None,
 };
 
-fn record<'a>(
-    pairs: impl IntoIterator<Item = (&'a str, RestrictedExpression)>,
-) -> Result<RestrictedExpression, super::EvalError> {
-    RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
-        .map_err(|e| super::EvalError(e.to_string()))
-}
-
 /// `context.request.headers` / `.query`: the values present, by attribute.
-pub(super) fn values_record(
-    values: &[(String, FactValue)],
-) -> Result<RestrictedExpression, super::EvalError> {
-    record(values.iter().map(|(k, v)| (k.as_str(), v.to_expr())))
+pub(super) fn values_record(values: &[(String, FactValue)]) -> Value {
+    Value::record(values.iter().map(|(k, v)| (k.as_str(), v.to_value())), None)
 }
 
 /// `context.source`.
-pub(super) fn workload_record(w: &Workload) -> Result<RestrictedExpression, super::EvalError> {
-    let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
-    record([
-        ("principal", s(&w.principal)),
-        ("trust_domain", s(&w.trust_domain)),
-        ("namespace", s(&w.namespace)),
-        ("service_account", s(&w.service_account)),
-    ])
+pub(super) fn workload_record(w: &Workload) -> Value {
+    Value::record(
+        [
+            ("principal", w.principal.as_str()),
+            ("trust_domain", w.trust_domain.as_str()),
+            ("namespace", w.namespace.as_str()),
+            ("service_account", w.service_account.as_str()),
+        ],
+        None,
+    )
 }
 
 /// `context.transaction`.
-pub(super) fn transaction_record(
-    t: &Transaction,
-) -> Result<RestrictedExpression, super::EvalError> {
+pub(super) fn transaction_record(t: &Transaction) -> Value {
     let mut pairs = vec![
-        ("amount", RestrictedExpression::new_long(t.amount_minor)),
-        (
-            "currency",
-            RestrictedExpression::new_string(t.currency.clone()),
-        ),
+        ("amount", Value::from(t.amount_minor)),
+        ("currency", Value::from(t.currency.as_str())),
     ];
     if let Some(payee) = &t.payee {
-        pairs.push(("payee", RestrictedExpression::new_string(payee.clone())));
+        pairs.push(("payee", Value::from(payee.as_str())));
     }
-    record(pairs)
+    Value::record(pairs, None)
 }
 
 /// `context.history`.
-pub(super) fn history_record(h: &History) -> Result<RestrictedExpression, super::EvalError> {
-    record([
-        (
-            "recent_denies",
-            RestrictedExpression::new_long(h.recent_denies),
-        ),
-        (
-            "recent_challenges",
-            RestrictedExpression::new_long(h.recent_challenges),
-        ),
-        (
-            "recent_amount_total",
-            RestrictedExpression::new_long(h.recent_amount_total),
-        ),
-    ])
+pub(super) fn history_record(h: &History) -> Value {
+    Value::record(
+        [
+            ("recent_denies", h.recent_denies),
+            ("recent_challenges", h.recent_challenges),
+            ("recent_amount_total", h.recent_amount_total),
+        ],
+        None,
+    )
 }
 
-/// The client address as Cedar's `ipaddr`: the same expression as
-/// `RestrictedExpression::new_ip`, whose every call parses the name `ip` with Cedar's full
-/// parser (a lexer and regex cache built each time: ≈ 47,000 instructions, an eighth of a
-/// whole Check); the name is parsed once here instead. An IPv4-mapped IPv6 address
-/// (`::ffff:10.1.2.3`, how a dual-stack listener reports an IPv4 client) is that IPv4 address:
-/// Cedar cannot parse the dotted IPv6 form (every policy reading `ip` would error), and
-/// `10.0.0.0/8` must match.
-pub(super) fn ip_expr(ip: IpAddr) -> RestrictedExpression {
+/// The client address as Cedar's `ipaddr` value: Cedar's own `ip("…")` extension call,
+/// evaluated here. `RestrictedExpression::new_ip` would parse the name `ip` with Cedar's
+/// full parser on every call (a lexer and regex cache built each time: ≈ 47,000
+/// instructions, an eighth of a whole Check); the name is parsed once here instead. An
+/// IPv4-mapped IPv6 address (`::ffff:10.1.2.3`, how a dual-stack listener reports an IPv4
+/// client) is that IPv4 address: Cedar cannot parse the dotted IPv6 form (every policy
+/// reading `ip` would error), and `10.0.0.0/8` must match.
+pub(super) fn ip_value(ip: IpAddr) -> Result<Value, super::EvalError> {
     use cedar_policy_core::ast::{Name, RestrictedExpr};
+    use cedar_policy_core::evaluator::RestrictedEvaluator;
+    use cedar_policy_core::extensions::Extensions;
     static IP: std::sync::LazyLock<Option<Name>> =
         std::sync::LazyLock::new(|| "ip".parse::<Name>().ok());
     let text = ip.to_canonical().to_string();
-    match IP.as_ref() {
-        Some(name) => RestrictedExpression::from(RestrictedExpr::call_extension_fn(
-            name.clone(),
-            [RestrictedExpr::val(text)],
-        )),
-        None => RestrictedExpression::new_ip(text),
-    }
+    let call = match IP.as_ref() {
+        Some(name) => RestrictedExpr::call_extension_fn(name.clone(), [RestrictedExpr::val(text)]),
+        None => RestrictedExpression::new_ip(text).as_ref().clone(),
+    };
+    RestrictedEvaluator::new(Extensions::all_available())
+        .interpret(call.as_borrowed())
+        .map_err(|e| super::EvalError(e.to_string()))
 }
 
 fn sample(fields: &[ContextField]) -> Vec<(String, FactValue)> {
@@ -287,10 +272,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ip_expr_is_cedars_own_ip_expression() {
+    fn ip_value_is_cedars_own_ip_value() {
+        use cedar_policy_core::evaluator::RestrictedEvaluator;
+        use cedar_policy_core::extensions::Extensions;
         for ip in ["10.1.2.3", "0.0.0.0", "::1", "2001:db8::7"] {
             let addr: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
-            assert_eq!(ip_expr(addr), RestrictedExpression::new_ip(ip), "{ip}");
+            let cedars = RestrictedEvaluator::new(Extensions::all_available())
+                .interpret(RestrictedExpression::new_ip(ip).as_ref().as_borrowed())
+                .unwrap_or_else(|e| panic!("{ip}: {e}"));
+            assert_eq!(ip_value(addr).ok(), Some(cedars), "{ip}");
         }
     }
 }

@@ -11,9 +11,10 @@
 //! risk). A residual forbid, a residual permit, an evaluation error building the request:
 //! all count as "risk may matter".
 
-use super::{request_uids, uid, PolicyInput, PolicySnapshot};
+use super::{PolicyInput, PolicySnapshot};
 use crate::policy::slice::Selected;
 use cedar_policy::{Authorizer, Context, Effect, PartialResponse, Request, RestrictedExpression};
+use cedar_policy_core::ast;
 
 /// The name of the unknown standing for the whole `context.risk` record.
 const RISK_UNKNOWN: &str = "risk";
@@ -40,28 +41,26 @@ impl PolicySnapshot {
         &self,
         input: &PolicyInput<'_>,
     ) -> Result<Vec<PartialResponse>, super::EvalError> {
-        let principal = self.principal_entity(input)?;
-        let principal_uid = principal.uid();
-        let action = uid("Action", input.action)?;
-        let resource = uid(input.resource_type, input.resource_id)?;
-        let selected = self
-            .slices
-            .select(&principal_uid, &action, resource.type_name());
         // Cedar's schema check refuses a context holding an unknown, so the request is
-        // checked with the placeholder risk of `input` (a request off the schema is not
-        // skipped: it goes on to the same error as today), then built unchecked.
-        let _checked: Request = Request::new(
-            principal_uid.clone(),
-            action.clone(),
-            resource.clone(),
-            input.context.to_cedar()?,
-            Some(&self.schema),
+        // prepared (and checked) with the placeholder risk of `input` (a request off the
+        // schema is not skipped: it goes on to the same error as today), then put to Cedar
+        // with `context.risk` unknown, unchecked.
+        let prepared = self.prepare(input)?;
+        let selected = self.slices.select(
+            &prepared.principal,
+            &prepared.action,
+            prepared.resource.type_name(),
+        );
+        let context = risk_unknown_context(input)?;
+        let request = Request::new(
+            prepared.principal,
+            prepared.action,
+            prepared.resource,
+            context,
+            None,
         )
         .map_err(|e| super::EvalError(e.to_string()))?;
-        let context = risk_unknown_context(input)?;
-        let request = Request::new(principal_uid, action, resource, context, None)
-            .map_err(|e| super::EvalError(e.to_string()))?;
-        let entities = self.request_entities(principal, request_uids(&request))?;
+        let entities = prepared.entities;
         let authorizer = Authorizer::new();
         let partial = |set| authorizer.is_authorized_partial(&request, set, &entities);
         Ok(match selected {
@@ -74,7 +73,12 @@ impl PolicySnapshot {
 
 /// The context of `input` with `risk` an unknown.
 fn risk_unknown_context(input: &PolicyInput<'_>) -> Result<Context, super::EvalError> {
-    let facts = input.context.fact_pairs()?;
+    let facts = input.context.fact_values()?.into_iter().map(|(k, v)| {
+        (
+            k.to_string(),
+            RestrictedExpression::from(ast::RestrictedExpr::from(v)),
+        )
+    });
     Context::from_pairs(
         std::iter::once((
             RISK_UNKNOWN.to_owned(),

@@ -9,8 +9,8 @@
 //!   step-up claim — the request is then evaluated against the set without the step-up
 //!   forbids (built once here), so every other policy still holds.
 
-use super::{answer_of, request_uids, EvalError, PolicyAnswer, PolicyInput, PolicySnapshot};
-use cedar_policy::{Authorizer, Effect, PolicySet, Request};
+use super::{answer_of, EvalError, PolicyAnswer, PolicyInput, PolicySnapshot};
+use cedar_policy::{Authorizer, Effect, PolicySet};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -125,17 +125,12 @@ impl PolicySnapshot {
         let Some(waived) = &self.traits.waived else {
             return self.evaluate(input);
         };
-        let principal = self.principal_entity(input)?;
-        let principal_uid = principal.uid();
-        let action = super::uid("Action", input.action)?;
-        let resource = super::uid(input.resource_type, input.resource_id)?;
-        let context = input.context.to_cedar()?;
-        let request = Request::new(principal_uid, action, resource, context, Some(&self.schema))
-            .map_err(|e| EvalError(e.to_string()))?;
-        let entities = self.request_entities(principal, request_uids(&request))?;
-        Ok(answer_of(&[
-            Authorizer::new().is_authorized(&request, waived, &entities)
-        ]))
+        let prepared = self.prepare(input)?;
+        Ok(answer_of(&[Authorizer::new().is_authorized(
+            &prepared.request,
+            waived,
+            &prepared.entities,
+        )]))
     }
 }
 

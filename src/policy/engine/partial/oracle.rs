@@ -10,9 +10,9 @@
 //! Deterministic by default (CI runs the same cases); `RISKGATE_PROPTEST_RANDOM=1` draws
 //! fresh ones, `RISKGATE_PROPTEST_CASES` sets the count (default 64).
 
-use super::super::{uid, ContextInput, PolicyInput, PolicySnapshot};
+use super::super::{ContextInput, PolicyInput, PolicySnapshot};
 use crate::identity::Principal;
-use cedar_policy::{Authorizer, Decision, Request};
+use cedar_policy::{Authorizer, Decision};
 use proptest::prelude::*;
 use proptest::test_runner::{
     Config as RunnerConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner,
@@ -245,35 +245,19 @@ fn with_risk<'a>(
     }
 }
 
-/// The first point of the grid at which Cedar allows `r`, if any.
 /// The first point of the grid at which Cedar allows `r`, if any: the whole set (not
-/// its slices) evaluated concretely, the request's entities built once.
+/// its slices) evaluated concretely.
 fn allowed_somewhere(snapshot: &PolicySnapshot, r: &Req, grid: &[Point]) -> Option<String> {
     let principal = principal_of(r.user);
-    let first = with_risk(&principal, r, grid[0], &[]);
-    let entity = snapshot
-        .principal_entity(&first)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let principal_uid = entity.uid();
-    let action = uid("Action", first.action).unwrap_or_else(|e| panic!("{e}"));
-    let resource = uid(first.resource_type, first.resource_id).unwrap_or_else(|e| panic!("{e}"));
-    let entities = snapshot
-        .request_entities(entity, [Some(action.clone()), Some(resource.clone())])
-        .unwrap_or_else(|e| panic!("{e}"));
     let authorizer = Authorizer::new();
     grid.iter().find_map(|&p| {
         let reasons: Vec<std::sync::Arc<str>> = p.reasons.iter().map(|s| (*s).into()).collect();
         let input = with_risk(&principal, r, p, &reasons);
-        let context = input.context.to_cedar().unwrap_or_else(|e| panic!("{e}"));
-        let request = Request::new(
-            principal_uid.clone(),
-            action.clone(),
-            resource.clone(),
-            context,
-            Some(&snapshot.schema),
-        )
-        .unwrap_or_else(|e| panic!("the oracle's request does not fit the schema: {e}"));
-        let response = authorizer.is_authorized(&request, &snapshot.policies, &entities);
+        let prepared = snapshot
+            .prepare(&input)
+            .unwrap_or_else(|e| panic!("the oracle's request does not fit the schema: {e}"));
+        let response =
+            authorizer.is_authorized(&prepared.request, &snapshot.policies, &prepared.entities);
         (response.decision() == Decision::Allow).then(|| format!("{p:?} allowed by {response:?}"))
     })
 }
