@@ -61,6 +61,8 @@ async fn run() {
         answer_bytes = answer.map_or(0, |a| a.get_ref().encoded_len());
         tokio::task::yield_now().await;
     }
+    // The state a Check's future carries, allocated and moved with it (tonic boxes it).
+    let decide_future_bytes = std::mem::size_of_val(&service.decide(&request, None));
     let region = Region::new(GLOBAL);
     for _ in 0..n {
         let request = tonic::Request::new(request.clone());
@@ -77,7 +79,7 @@ async fn run() {
     let b = baseline.change();
     let per = |x: usize| x as f64 / n as f64;
     println!(
-        "checks={n} allocations_per_check={:.1} allocated_bytes_per_check={:.0} request_clone_allocations={:.1} answer_bytes={answer_bytes}",
+        "checks={n} allocations_per_check={:.1} allocated_bytes_per_check={:.0} request_clone_allocations={:.1} answer_bytes={answer_bytes} decide_future_bytes={decide_future_bytes}",
         per(c.allocations + c.reallocations) - per(b.allocations + b.reallocations),
         per(c.bytes_allocated) - per(b.bytes_allocated),
         per(b.allocations + b.reallocations),

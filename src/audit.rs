@@ -4,6 +4,7 @@
 //! line is built from the decision, which holds none of them.
 
 pub mod input;
+mod json;
 
 use crate::decision::Decision;
 use serde::Serialize;
@@ -246,9 +247,8 @@ impl AuditSink {
                         Ok(queued) => {
                             let time = clock.rfc3339(queued.at_ms);
                             let line = AuditLine::from_decision(&queued.decision, time);
-                            if serde_json::to_writer(&mut batch, &line).is_ok() {
-                                batch.push(b'\n');
-                            }
+                            json::write_line(&mut batch, &line);
+                            batch.push(b'\n');
                         }
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => {
