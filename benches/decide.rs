@@ -81,7 +81,7 @@ fn raw_cedar(dir: &Path) -> RawCedar {
     let context = Context::from_json_value(
         json!({
             "risk": { "present": false, "outage": false, "score": 0, "band": "unassessed", "recommendation": "NONE", "reasons": [] },
-            "request": { "method": "GET", "path": "/core/a1/balance", "host": "bank.example", "ip": "" }
+            "request": { "method": "GET", "path": "/core/a1/balance", "host": "bank.example" }
         }),
         Some((&schema, &action)),
     )

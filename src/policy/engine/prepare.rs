@@ -179,7 +179,8 @@ impl PolicySnapshot {
     /// The principal entity: for a user, the entities file's record (its groups and
     /// attributes: block lists and roles kept there must keep working) plus the verified
     /// claims the config copies, a claim never overriding an attribute the file sets;
-    /// checked against the schema (a claim of the wrong type is refused, not coerced).
+    /// checked against the schema (a claim of the wrong type is refused, not coerced)
+    /// unless it is the file's record as loaded (checked then).
     pub(super) fn principal_entity(
         &self,
         input: &PolicyInput<'_>,
@@ -202,7 +203,8 @@ impl PolicySnapshot {
                     })
                     .collect();
                 match known {
-                    Some(known) if added.is_empty() => known.clone(),
+                    // Checked against the schema when the entities file was loaded.
+                    Some(known) if added.is_empty() => return Ok(known.clone()),
                     Some(known) => {
                         let (uid, attrs, indirect, parents, tags) = known.clone().into_inner();
                         ast::Entity::new_with_attr_partial_value(
@@ -306,17 +308,29 @@ fn claim_value(value: &Json) -> Option<ast::Value> {
 /// exactly when Cedar's context check cannot tell them apart.
 pub(super) fn shape_of(action: &EntityUid, context: &BTreeMap<SmolStr, ast::Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
-    let _ = write!(out, "{action}");
-    out.push(0);
+    let action_type = action.type_name();
+    let parts: Vec<&str> = action_type
+        .namespace_components()
+        .chain([action_type.basename(), action.id().unescaped()])
+        .collect();
+    out.extend_from_slice(&u32::try_from(parts.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for part in parts {
+        put_str(part, &mut out);
+    }
     record_shape(context, &mut out);
     out
+}
+
+/// `s` with its length in front, so no two sequences of strings give the same bytes.
+fn put_str(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn record_shape(record: &BTreeMap<SmolStr, ast::Value>, out: &mut Vec<u8>) {
     out.push(b'{');
     for (key, value) in record {
-        out.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(key.as_bytes());
+        put_str(key, out);
         value_shape(value, out);
     }
     out.push(b'}');
