@@ -8,7 +8,6 @@
 
 use super::input::CedarInput;
 use super::{AuditLine, Latency, ShadowLine};
-use std::sync::Arc;
 
 /// Appends `line` as one JSON object (no newline).
 pub fn write_line(out: &mut Vec<u8>, line: &AuditLine<'_>) {
@@ -33,7 +32,7 @@ pub fn write_line(out: &mut Vec<u8>, line: &AuditLine<'_>) {
     o.opt_str("recommendation", line.recommendation);
     o.key("reasons");
     match line.reasons {
-        Some(reasons) => arc_strings(o.out, reasons),
+        Some(reasons) => strings(o.out, reasons),
         None => o.out.extend_from_slice(b"null"),
     }
     o.opt_str("action_id", line.action_id);
@@ -206,24 +205,13 @@ fn string(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn strings(out: &mut Vec<u8>, items: &[String]) {
+fn strings<S: AsRef<str>>(out: &mut Vec<u8>, items: &[S]) {
     out.push(b'[');
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, item);
-    }
-    out.push(b']');
-}
-
-fn arc_strings(out: &mut Vec<u8>, items: &[Arc<str>]) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(out, item);
+        string(out, item.as_ref());
     }
     out.push(b']');
 }
