@@ -28,6 +28,11 @@ use std::time::Instant;
 
 const PER_BATCH: u32 = 100;
 
+/// The allocator the `riskgate` binary runs with (src/main.rs), so the median is the cost of
+/// the same code the server runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage: decide_median CONFIG CHECK_FILE [BATCHES] (see scripts/bench-side-by-side.sh)"

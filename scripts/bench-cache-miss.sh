@@ -13,7 +13,9 @@ CHECKS=${CHECKS:-2000}
 CONCURRENCY=${CONCURRENCY:-16}
 PROBES=${PROBES:-200}
 die() { echo "bench-cache-miss: $*" >&2; exit 1; }
-cargo build --quiet --release --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load --bench decide_median ||
+# shellcheck source=bench-lib.sh
+. scripts/bench-lib.sh
+cargo build --quiet --release --locked "${BENCH_TARGETS[@]}" ||
   die "build failed"
 load=$(ls -t target/release/deps/miss_load-* | grep -v '\.d$' | head -1)
 work=$(mktemp -d)

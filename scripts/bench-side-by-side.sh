@@ -48,9 +48,9 @@ fi
 # --- build -------------------------------------------------------------------------------------
 # PROFILE=dev only to try the script itself quickly: the figures are meaningless.
 PROFILE=${PROFILE:-release}
-# One build command for every release bench script (the same targets, so the same feature
-# resolution: none of them rebuilds what another built).
-artifacts=$(cargo build --profile "$PROFILE" --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load --bench decide_median --bench decide_median \
+# shellcheck source=bench-lib.sh
+. scripts/bench-lib.sh
+artifacts=$(cargo build --profile "$PROFILE" --locked "${BENCH_TARGETS[@]}" \
   --message-format=json-render-diagnostics) || die "build failed"
 exe() {
   python3 -c 'import json, sys
@@ -77,21 +77,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NOOP_PORT=$(free_port); RG_PORT=$(free_port); RG_ADMIN=$(free_port); ENVOY_PORT=$(free_port); ENVOY_ADMIN=$(free_port)
 
-mkdir -p "$work/policies"
-cat >"$work/policies/bench.cedar" <<'EOF'
-@id("bench-view")
-permit (principal, action == Action::"view_balance", resource);
-EOF
-cat >"$work/riskgate.yaml" <<EOF
-listen: { grpc: "127.0.0.1:$RG_PORT", admin: "127.0.0.1:$RG_ADMIN" }
-mode: enforce
-policies: { dir: policies, schema: $repo/policies/schema.cedarschema }
-reload: { poll_ms: 0 }
-shutdown: { drain_ms: 0, grace_ms: 1000 }
-routes:
-  - { method: GET, path: "/bench/{id}", action: view_balance, resource: { type: Account, param: id }, risk: "off" }
-default: deny
-EOF
+write_side_by_side_config "$work" "$RG_PORT" "$RG_ADMIN"
 "$noop" --write-check "$work/check.bin"
 
 cat >"$work/report.lua" <<'EOF'

@@ -11,7 +11,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 RUNS=${RUNS:-11}
 die() { echo "bench-startup: $*" >&2; exit 1; }
-cargo build --quiet --release --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load --bench decide_median || die "build failed"
+# shellcheck source=bench-lib.sh
+. scripts/bench-lib.sh
+cargo build --quiet --release --locked "${BENCH_TARGETS[@]}" || die "build failed"
 work=$(mktemp -d)
 sim_pid=""
 cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }

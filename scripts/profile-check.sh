@@ -16,7 +16,9 @@ if ! command -v valgrind >/dev/null || ! command -v h2load >/dev/null; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get install -y valgrind nghttp2-client >/dev/null || die "cannot install valgrind and nghttp2-client"
 fi
-cargo build --quiet --release --locked -p riskgate -p risk-sim --bin riskgate --bin risk-sim --bench noop_authz --bench miss_load --bench decide_median || die "build failed"
+# shellcheck source=bench-lib.sh
+. scripts/bench-lib.sh
+cargo build --quiet --release --locked "${BENCH_TARGETS[@]}" || die "build failed"
 riskgate=target/release/riskgate
 noop=$(ls -t target/release/deps/noop_authz-* | grep -v '\.d$' | head -1)
 work=$(mktemp -d)
@@ -25,21 +27,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); ADMIN=$(free_port)
-mkdir -p "$work/policies"
-cat >"$work/policies/bench.cedar" <<'CEDAR'
-@id("bench-view")
-permit (principal, action == Action::"view_balance", resource);
-CEDAR
-cat >"$work/riskgate.yaml" <<YAML
-listen: { grpc: "127.0.0.1:$PORT", admin: "127.0.0.1:$ADMIN" }
-mode: enforce
-policies: { dir: policies, schema: $repo/policies/schema.cedarschema }
-reload: { poll_ms: 0 }
-shutdown: { drain_ms: 0, grace_ms: 1000 }
-routes:
-  - { method: GET, path: "/bench/{id}", action: view_balance, resource: { type: Account, param: id }, risk: "off" }
-default: deny
-YAML
+write_side_by_side_config "$work" "$PORT" "$ADMIN"
 "$noop" --write-check "$work/check.bin"
 # Runs the server under callgrind, sends $1 Checks, stops it; prints the instruction total.
 count() {

@@ -309,12 +309,17 @@ fn claim_value(value: &Json) -> Option<ast::Value> {
 pub(super) fn shape_of(action: &EntityUid, context: &BTreeMap<SmolStr, ast::Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     let action_type = action.type_name();
-    let parts: Vec<&str> = action_type
-        .namespace_components()
-        .chain([action_type.basename(), action.id().unescaped()])
-        .collect();
-    out.extend_from_slice(&u32::try_from(parts.len()).unwrap_or(u32::MAX).to_le_bytes());
-    for part in parts {
+    let parts = || {
+        action_type
+            .namespace_components()
+            .chain([action_type.basename(), action.id().unescaped()])
+    };
+    out.extend_from_slice(
+        &u32::try_from(parts().count())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    for part in parts() {
         put_str(part, &mut out);
     }
     record_shape(context, &mut out);
